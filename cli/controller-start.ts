@@ -1,0 +1,74 @@
+import { resolve } from "node:path";
+import { parseDuration } from "../shared/duration.ts";
+import { defaultConfig, resolveEnv } from "../controller/config.ts";
+import { startController } from "../controller/controller.ts";
+import { requireString, UsageError, type ParsedArgs } from "./args.ts";
+import { info, type Command } from "./command.ts";
+import { dataDirOption } from "./data-dir.ts";
+
+function parseListen(text: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new UsageError(`--listen expects HOST:PORT, got "${text}"`);
+  return { host: m[1] ?? m[2]!, port };
+}
+
+function duration(args: ParsedArgs, name: string): number {
+  try {
+    return parseDuration(args.strings[name]!);
+  } catch (e) {
+    throw new UsageError(`--${name}: ${(e as Error).message}`);
+  }
+}
+
+export const controllerStart: Command = {
+  spec: {
+    name: "controller start",
+    usage: "controller start --data-dir DIR [--listen HOST:PORT] [--san NAME]… [--dev] [--cert-ttl 24h] [--jwt-ttl 15m] [--heartbeat-interval 10s]",
+    summary:
+      "Runs the controller. On first start it creates the CA, the JWT signing key, the server certificate and the database in --data-dir.",
+    options: {
+      ...dataDirOption,
+      listen: { kind: "string", arg: "HOST:PORT", help: "address to listen on", default: "127.0.0.1:8443", env: "TETHER_LISTEN" },
+      san: { kind: "list", arg: "NAME", help: "DNS name or IP for the server certificate (default: localhost, 127.0.0.1)" },
+      dev: { kind: "boolean", help: "development mode: mounts POST /v1/dev/enrollment-tokens without auth (never in production)" },
+      "cert-ttl": { kind: "string", arg: "DURATION", help: "executor certificate lifetime", default: "24h" },
+      "jwt-ttl": { kind: "string", arg: "DURATION", help: "executor JWT lifetime", default: "15m" },
+      "heartbeat-interval": { kind: "string", arg: "DURATION", help: "heartbeat interval told to executors", default: "10s" },
+      "ca-key-type": { kind: "string", arg: "TYPE", help: "CA key type on first start: ed25519 or p256", default: "ed25519" },
+      "log-level": { kind: "string", arg: "LEVEL", help: "trace, debug, info, warn, error or silent", default: "info", env: "TETHER_LOG_LEVEL" },
+    },
+  },
+  async run(args) {
+    const dataDir = resolve(requireString(args, "data-dir"));
+    const { host, port } = parseListen(args.strings.listen!);
+    const caKeyType = args.strings["ca-key-type"];
+    if (caKeyType !== "ed25519" && caKeyType !== "p256") throw new UsageError(`--ca-key-type must be ed25519 or p256`);
+    const config = defaultConfig(dataDir, {
+      host, port, caKeyType,
+      sans: args.lists.san!.length ? args.lists.san! : undefined,
+      env: resolveEnv(args.flags.dev!),
+      certTtlSeconds: duration(args, "cert-ttl"),
+      jwtTtlSeconds: duration(args, "jwt-ttl"),
+      heartbeatIntervalSeconds: duration(args, "heartbeat-interval"),
+      logLevel: args.strings["log-level"]!,
+    });
+    if (!config.sans || config.sans.length === 0) config.sans = ["localhost", "127.0.0.1"];
+    const running = await startController(config);
+    info(`tether controller listening on ${running.url} (${config.env})`);
+    info(`CA fingerprint SHA256:${running.caFingerprint}${running.caCreated ? " (new CA created)" : ""}`);
+    info(`data dir ${dataDir}`);
+    await new Promise<void>((resolveStop) => {
+      const stop = (signal: string) => {
+        info(`received ${signal}, shutting down`);
+        running.close().then(resolveStop, (e) => {
+          info(`shutdown error: ${(e as Error).message}`);
+          resolveStop();
+        });
+      };
+      process.once("SIGTERM", () => stop("SIGTERM"));
+      process.once("SIGINT", () => stop("SIGINT"));
+    });
+    return 0;
+  },
+};

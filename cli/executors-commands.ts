@@ -1,0 +1,70 @@
+import { UsageError, type ParsedArgs } from "./args.ts";
+import { info, out, type Command } from "./command.ts";
+import { dataDirOption, jsonOption, table, withDataDir } from "./data-dir.ts";
+import type { ExecutorView } from "../controller/domain/executors.ts";
+
+const who = () => ({ via: "cli", user: process.env.USER ?? "unknown" });
+
+function idArg(args: ParsedArgs): string {
+  const id = args.positionals[0];
+  if (!id) throw new UsageError("the executor ID is required (see: tether executors list)");
+  return id;
+}
+
+function printExecutor(e: ExecutorView, json: boolean): void {
+  if (json) out(JSON.stringify(e, null, 2));
+  else out(Object.entries(e).map(([k, v]) => `${k.padEnd(16)} ${typeof v === "object" && v !== null ? JSON.stringify(v) : String(v)}`).join("\n"));
+}
+
+export const executorsList: Command = {
+  spec: { name: "executors list", summary: "Lists enrolled executors with their liveness.", options: { ...dataDirOption, ...jsonOption } },
+  async run(args) {
+    const list = await withDataDir(args, (ctx) => ctx.executors.list());
+    if (args.flags.json) out(JSON.stringify(list, null, 2));
+    else out(table(list as unknown as Record<string, unknown>[], ["id", "name", "epoch", "status", "cert_expires_at", "last_seen_at", "labels"]));
+    return 0;
+  },
+};
+
+export const executorsShow: Command = {
+  spec: { name: "executors show", usage: "executors show ID --data-dir DIR [--json]", summary: "Shows one executor.", options: { ...dataDirOption, ...jsonOption }, positionals: ["ID"] },
+  async run(args) {
+    const id = idArg(args);
+    printExecutor(await withDataDir(args, (ctx) => ctx.executors.show(id)), args.flags.json!);
+    return 0;
+  },
+};
+
+export const executorsRevoke: Command = {
+  spec: {
+    name: "executors revoke",
+    usage: "executors revoke ID --data-dir DIR",
+    summary: "Revokes an executor: its next request is refused with CERT_REVOKED and the daemon stops.",
+    options: { ...dataDirOption, ...jsonOption },
+    positionals: ["ID"],
+  },
+  async run(args) {
+    const id = idArg(args);
+    const e = await withDataDir(args, (ctx) => ctx.executors.revoke(id, who()));
+    info(`revoked executor ${id}`);
+    if (args.flags.json) printExecutor(e, true);
+    return 0;
+  },
+};
+
+export const executorsDrain: Command = {
+  spec: {
+    name: "executors drain",
+    usage: "executors drain ID --data-dir DIR",
+    summary: "Asks an executor to drain: it finishes its work and takes no more.",
+    options: { ...dataDirOption, ...jsonOption },
+    positionals: ["ID"],
+  },
+  async run(args) {
+    const id = idArg(args);
+    const e = await withDataDir(args, (ctx) => ctx.executors.setDrain(id, true, who()));
+    info(`executor ${id} will drain`);
+    if (args.flags.json) printExecutor(e, true);
+    return 0;
+  },
+};

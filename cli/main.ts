@@ -1,0 +1,69 @@
+import { helpText, parseArgs, UsageError } from "./args.ts";
+import type { Command } from "./command.ts";
+
+/** Command table: loaded lazily so `tether executor run` never loads the server. */
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  "controller start": async () => (await import("./controller-start.ts")).controllerStart,
+  "token create": async () => (await import("./token-commands.ts")).tokenCreate,
+  "token list": async () => (await import("./token-commands.ts")).tokenList,
+  "token revoke": async () => (await import("./token-commands.ts")).tokenRevoke,
+  "executors list": async () => (await import("./executors-commands.ts")).executorsList,
+  "executors show": async () => (await import("./executors-commands.ts")).executorsShow,
+  "executors revoke": async () => (await import("./executors-commands.ts")).executorsRevoke,
+  "executors drain": async () => (await import("./executors-commands.ts")).executorsDrain,
+  "ca show": async () => (await import("./ca-commands.ts")).caShow,
+  "ca bundle": async () => (await import("./ca-commands.ts")).caBundle,
+  "executor run": async () => (await import("./executor-commands.ts")).executorRun,
+  "executor status": async () => (await import("./executor-commands.ts")).executorStatus,
+};
+
+function topHelp(): string {
+  const names = Object.keys(COMMANDS).map((n) => `  tether ${n}`);
+  return [
+    "tether — mTLS executor control plane",
+    "",
+    "Commands:",
+    ...names,
+    "",
+    "Run `tether <command> --help` for the options of a command.",
+    "",
+  ].join("\n");
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const words = argv.filter((a) => !a.startsWith("-")).slice(0, 2);
+  const name = words.length === 2 && COMMANDS[words.join(" ")] ? words.join(" ") : undefined;
+  if (!name) {
+    if (argv.length === 0 || argv.includes("--help") || argv.includes("-h")) {
+      process.stdout.write(topHelp());
+      return argv.length === 0 ? 2 : 0;
+    }
+    const group = Object.keys(COMMANDS).filter((n) => n.startsWith(`${words[0]} `));
+    process.stderr.write(
+      group.length
+        ? `tether: unknown command "${words.join(" ")}"; try: ${group.map((g) => `tether ${g}`).join(", ")}\n`
+        : `tether: unknown command "${words.join(" ")}" (see: tether --help)\n`,
+    );
+    return 2;
+  }
+  const rest = [...argv];
+  for (const w of name.split(" ")) rest.splice(rest.indexOf(w), 1);
+  const command = await COMMANDS[name]!();
+  try {
+    const args = parseArgs(command.spec, rest);
+    if (args.help) {
+      process.stdout.write(helpText(command.spec));
+      return 0;
+    }
+    return await command.run(args);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`tether ${name}: ${e.message}\n`);
+      return 2;
+    }
+    const msg = e instanceof Error ? e.message : String(e);
+    process.stderr.write(`tether ${name}: ${msg.split("\n")[0]}\n`);
+    if (process.env.TETHER_DEBUG) process.stderr.write(`${(e as Error)?.stack ?? ""}\n`);
+    return 1;
+  }
+}

@@ -1,0 +1,71 @@
+/** Enrollment tokens (PROTOCOL §3.1): created, listed, revoked; stored only as hashes. */
+import { randomB64u, sha256Hex } from "../../shared/random.ts";
+import { rfc3339 } from "../../shared/time.ts";
+import type { Store } from "../store/types.ts";
+import type { Audit, AuditFields } from "./audit.ts";
+
+export const ENROLLMENT_TOKEN_PREFIX = "tet_enr_";
+const TOKEN_RE = /^tet_enr_[A-Za-z0-9_-]{32,128}$/;
+
+export interface CreateEnrollmentToken {
+  ttlSeconds?: number;
+  maxUses?: number;
+  labels?: Record<string, string>;
+}
+
+export interface EnrollmentTokenView {
+  id: string;
+  created_at: string;
+  expires_at: string;
+  max_uses: number;
+  uses: number;
+  revoked: boolean;
+  labels: Record<string, string>;
+  state: "active" | "expired" | "used_up" | "revoked";
+}
+
+export function hashEnrollmentToken(token: string): string | undefined {
+  return TOKEN_RE.test(token) ? sha256Hex(token) : undefined;
+}
+
+export class EnrollmentTokens {
+  constructor(
+    private readonly store: Store,
+    private readonly audit: Audit,
+  ) {}
+
+  async create(req: CreateEnrollmentToken, who: AuditFields): Promise<{ id: string; token: string; expires_at: string; max_uses: number }> {
+    const ttl = req.ttlSeconds ?? 3600;
+    const maxUses = req.maxUses ?? 1;
+    if (!Number.isInteger(ttl) || ttl < 1 || ttl > 365 * 86400) throw new RangeError("ttl must be between 1 s and 365 d");
+    if (!Number.isInteger(maxUses) || maxUses < 1 || maxUses > 1_000_000) throw new RangeError("max uses must be between 1 and 1000000");
+    const token = ENROLLMENT_TOKEN_PREFIX + randomB64u(32);
+    const id = "enr_" + randomB64u(9);
+    const now = Date.now();
+    await this.store.insertEnrollmentToken({
+      id, tokenHash: sha256Hex(token), createdAt: now, expiresAt: now + ttl * 1000,
+      maxUses, uses: 0, revokedAt: null, labels: req.labels ?? {},
+    });
+    this.audit.event("enrollment_token.created", { token_id: id, ttl_s: ttl, max_uses: maxUses, labels: req.labels ?? {}, ...who });
+    return { id, token, expires_at: rfc3339(now + ttl * 1000), max_uses: maxUses };
+  }
+
+  async list(now = Date.now()): Promise<EnrollmentTokenView[]> {
+    return (await this.store.listEnrollmentTokens()).map((t) => ({
+      id: t.id,
+      created_at: rfc3339(t.createdAt),
+      expires_at: rfc3339(t.expiresAt),
+      max_uses: t.maxUses,
+      uses: t.uses,
+      revoked: t.revokedAt !== null,
+      labels: t.labels,
+      state: t.revokedAt !== null ? "revoked" : t.expiresAt <= now ? "expired" : t.uses >= t.maxUses ? "used_up" : "active",
+    }));
+  }
+
+  async revoke(id: string, who: AuditFields): Promise<boolean> {
+    const ok = await this.store.revokeEnrollmentToken(id, Date.now());
+    if (ok) this.audit.event("enrollment_token.revoked", { token_id: id, ...who });
+    return ok;
+  }
+}

@@ -1,0 +1,226 @@
+/**
+ * Executor lifecycle: registration against an enrollment token, credential
+ * renewal, re-registration (epoch + 1), heartbeats and revocation. Knows nothing
+ * of HTTP; failures are TetherErrors with the wire code of PROTOCOL §3.
+ */
+import { randomBytes } from "node:crypto";
+import { TetherError, ErrorCode } from "../../shared/errors.ts";
+import { CERT_GRACE_MS, renewAt, type HeartbeatRequest, type HeartbeatResponse, type RegisterRequest, type RegisterResponse, type RenewResponse } from "../../shared/protocol.ts";
+import { randomB64u } from "../../shared/random.ts";
+import { rfc3339 } from "../../shared/time.ts";
+import { CsrError, parseAndVerifyCsr, type ParsedCsr } from "../../certs/csr.ts";
+import { issueExecutorCert, type IssuedCert } from "../../certs/profiles.ts";
+import type { Ca } from "../../certs/ca.ts";
+import type { ExecutorAuthState, ExecutorRecord, Store, TokenDenyReason } from "../store/types.ts";
+import type { Audit, AuditFields } from "./audit.ts";
+import { hashEnrollmentToken } from "./enrollment.ts";
+import type { ExecutorClaims, ExecutorJwt } from "./jwt.ts";
+
+export interface ExecutorSettings {
+  trustDomain: string;
+  certTtlSeconds: number;
+  jwtTtlSeconds: number;
+  heartbeatIntervalSeconds: number;
+}
+
+export type ExecutorLiveness = "ready" | "draining" | "suspect" | "offline" | "revoked";
+
+export interface ExecutorView {
+  id: string;
+  name: string;
+  epoch: number;
+  status: ExecutorLiveness;
+  labels: Record<string, string>;
+  capacity: number;
+  cert_expires_at: string;
+  last_seen_at: string | null;
+  revoked: boolean;
+  drain: boolean;
+  created_at: string;
+}
+
+/** Hooks later features (leases) attach to executor lifecycle events. */
+export interface ExecutorLifecycleHooks {
+  onEpochBumped?(executorId: string, oldEpoch: number, newEpoch: number): Promise<void>;
+  onRevoked?(executorId: string): Promise<void>;
+}
+
+const ENROLLMENT_DENIED = () => new TetherError(401, ErrorCode.ENROLLMENT_DENIED, "enrollment denied");
+
+export class ExecutorService {
+  hooks: ExecutorLifecycleHooks = {};
+
+  constructor(
+    private readonly store: Store,
+    private readonly audit: Audit,
+    private readonly ca: () => Ca,
+    private readonly jwt: ExecutorJwt,
+    private readonly settings: ExecutorSettings,
+  ) {}
+
+  trustBundlePem(): string {
+    return this.ca().certPem;
+  }
+
+  liveness(e: Pick<ExecutorRecord, "revokedAt" | "lastSeenAt" | "status">, now = Date.now()): ExecutorLiveness {
+    if (e.revokedAt !== null) return "revoked";
+    const interval = this.settings.heartbeatIntervalSeconds * 1000;
+    const silent = e.lastSeenAt === null ? Infinity : now - e.lastSeenAt;
+    if (silent > 6 * interval) return "offline";
+    if (silent > 3 * interval) return "suspect";
+    return e.status;
+  }
+
+  view(e: ExecutorRecord, now = Date.now()): ExecutorView {
+    return {
+      id: e.id, name: e.name, epoch: e.epoch, status: this.liveness(e, now), labels: e.labels, capacity: e.capacity,
+      cert_expires_at: rfc3339(e.certExpiresAt), last_seen_at: e.lastSeenAt === null ? null : rfc3339(e.lastSeenAt),
+      revoked: e.revokedAt !== null, drain: e.drain, created_at: rfc3339(e.createdAt),
+    };
+  }
+
+  async list(): Promise<ExecutorView[]> {
+    const now = Date.now();
+    return (await this.store.listExecutors()).map((e) => this.view(e, now));
+  }
+
+  async show(id: string): Promise<ExecutorView> {
+    const e = await this.store.getExecutor(id);
+    if (!e) throw new TetherError(404, ErrorCode.NOT_FOUND, `no executor ${id}`);
+    return this.view(e);
+  }
+
+  async register(req: RegisterRequest, who: AuditFields): Promise<RegisterResponse> {
+    const now = Date.now();
+    const deny = (reason: TokenDenyReason | "malformed", tokenId?: string) => {
+      this.audit.event("enrollment.denied", { reason, token_id: tokenId, ...who });
+      return ENROLLMENT_DENIED();
+    };
+    const tokenHash = hashEnrollmentToken(req.enrollment_token);
+    if (!tokenHash) throw deny("malformed");
+    // Cheap check first, so a bad token costs no certificate issuance.
+    const check = await this.store.checkEnrollmentToken(tokenHash, now);
+    if (!check.ok) throw deny(check.reason);
+    const csr = await this.parseCsr(req.csr_pem, who);
+    const id = "ex_" + randomB64u(12);
+    const cert = await this.issue(id, csr);
+    const hmacKey = randomBytes(32);
+    const labels = { ...(req.labels ?? {}), ...check.token.labels };
+    const enrolled = await this.store.enrollExecutor(tokenHash, {
+      id, name: req.name ?? id, labels, capacity: req.capacity ?? 1,
+      certFingerprint: cert.fingerprint, certIssuedAt: now, certExpiresAt: cert.notAfter.getTime(),
+      hmacKey, now,
+    });
+    // Lost a race for the token's last use: the certificate is discarded unused.
+    if (!enrolled.ok) throw deny(enrolled.reason, check.token.id);
+    this.audit.event("enrollment_token.used", { token_id: enrolled.tokenId, executor_id: id, ...who });
+    this.audit.event("executor.registered", { executor_id: id, name: req.name ?? id, key_type: csr.keyAlg, cert_serial: cert.serialHex, ...who });
+    const { jwt, claims } = this.jwt.mint(id, 1, cert.fingerprint, now);
+    return {
+      executor_id: id, epoch: 1, certificate_pem: cert.pem, ca_bundle_pem: this.trustBundlePem(),
+      cert_expires_at: rfc3339(cert.notAfter), jwt, jwt_expires_at: rfc3339(claims.exp * 1000),
+      hmac_key: hmacKey.toString("base64url"), heartbeat_interval_s: this.settings.heartbeatIntervalSeconds,
+    };
+  }
+
+  /**
+   * New JWT for the current epoch; with a CSR also a new certificate, and the one
+   * presented stays accepted for the grace window.
+   */
+  async renew(id: string, presentedFingerprint: string, csrPem: string | undefined, who: AuditFields): Promise<RenewResponse> {
+    const e = await this.mustGet(id);
+    const res = await this.credentials(e, presentedFingerprint, csrPem, e.epoch, who);
+    this.audit.event("executor.renewed", { executor_id: id, epoch: e.epoch, cert_rotated: csrPem !== undefined, ...who });
+    return res;
+  }
+
+  /** epoch + 1 after an executor restart; work held under the old epoch is released. */
+  async reregister(id: string, presentedFingerprint: string, csrPem: string | undefined, who: AuditFields): Promise<RenewResponse> {
+    const e = await this.mustGet(id);
+    const csr = csrPem === undefined ? undefined : await this.parseCsr(csrPem, { executor_id: id, ...who });
+    const epoch = await this.store.bumpEpoch(id);
+    await this.hooks.onEpochBumped?.(id, epoch - 1, epoch);
+    const res = await this.credentials({ ...e, epoch }, presentedFingerprint, csr, epoch, who);
+    this.audit.event("executor.reregistered", { executor_id: id, old_epoch: epoch - 1, epoch, cert_rotated: csr !== undefined, ...who });
+    return res;
+  }
+
+  async heartbeat(auth: ExecutorAuthState, claims: ExecutorClaims, hb: HeartbeatRequest, now = Date.now()): Promise<HeartbeatResponse> {
+    await this.store.recordHeartbeat(auth.id, hb.status, now);
+    return {
+      server_time: rfc3339(now),
+      next_heartbeat_s: this.settings.heartbeatIntervalSeconds,
+      jwt_renew_after: rfc3339(renewAt(claims.iat * 1000, claims.exp * 1000)),
+      cert_renew_after: rfc3339(renewAt(auth.certIssuedAt, auth.certExpiresAt)),
+      drain: auth.drain,
+      cancel_leases: [],
+    };
+  }
+
+  async revoke(id: string, who: AuditFields): Promise<ExecutorView> {
+    await this.mustGet(id);
+    if (await this.store.revokeExecutor(id, Date.now())) {
+      this.audit.event("executor.revoked", { executor_id: id, ...who });
+      await this.hooks.onRevoked?.(id);
+    }
+    return this.show(id);
+  }
+
+  async setDrain(id: string, drain: boolean, who: AuditFields): Promise<ExecutorView> {
+    await this.mustGet(id);
+    await this.store.setDrain(id, drain);
+    this.audit.event(drain ? "executor.drained" : "executor.undrained", { executor_id: id, ...who });
+    return this.show(id);
+  }
+
+  private async credentials(
+    e: ExecutorRecord,
+    presentedFingerprint: string,
+    csr: string | ParsedCsr | undefined,
+    epoch: number,
+    who: AuditFields,
+  ): Promise<RenewResponse> {
+    const now = Date.now();
+    let fingerprint = presentedFingerprint;
+    let certExpiresAt = e.certExpiresAt;
+    let newCert: IssuedCert | undefined;
+    if (csr !== undefined) {
+      const parsed = typeof csr === "string" ? await this.parseCsr(csr, { executor_id: e.id, ...who }) : csr;
+      newCert = await this.issue(e.id, parsed);
+      await this.store.rotateCertificate(e.id, {
+        certFingerprint: newCert.fingerprint, certIssuedAt: now, certExpiresAt: newCert.notAfter.getTime(),
+        prevCertGraceUntil: now + CERT_GRACE_MS,
+      });
+      fingerprint = newCert.fingerprint;
+      certExpiresAt = newCert.notAfter.getTime();
+    }
+    // The token is bound to the certificate the executor will use next.
+    const { jwt, claims } = this.jwt.mint(e.id, epoch, fingerprint, now);
+    return {
+      epoch, jwt, jwt_expires_at: rfc3339(claims.exp * 1000), cert_expires_at: rfc3339(certExpiresAt),
+      ca_bundle_pem: this.trustBundlePem(), ...(newCert ? { certificate_pem: newCert.pem } : {}),
+    };
+  }
+
+  private async parseCsr(pem: string, who: AuditFields): Promise<ParsedCsr> {
+    try {
+      return await parseAndVerifyCsr(pem);
+    } catch (e) {
+      if (!(e instanceof CsrError)) throw e;
+      this.audit.event("csr.rejected", { reason: e.message, ...who });
+      throw new TetherError(400, ErrorCode.INVALID_CSR, "the CSR could not be parsed, uses an unsupported key type, or its signature does not verify");
+    }
+  }
+
+  private issue(id: string, csr: ParsedCsr): Promise<IssuedCert> {
+    return issueExecutorCert(this.ca(), {
+      executorId: id, trustDomain: this.settings.trustDomain, publicKey: csr.publicKey, ttlSeconds: this.settings.certTtlSeconds,
+    });
+  }
+
+  private async mustGet(id: string): Promise<ExecutorRecord> {
+    const e = await this.store.getExecutor(id);
+    if (!e) throw new TetherError(404, ErrorCode.NOT_FOUND, `no executor ${id}`);
+    return e;
+  }
+}

@@ -1,0 +1,87 @@
+/** JSON schemas of the executor plane: validation of requests, fast serialization of responses. */
+const str = { type: "string" } as const;
+const int = { type: "integer" } as const;
+const labels = {
+  type: "object",
+  maxProperties: 64,
+  propertyNames: { maxLength: 63, minLength: 1 },
+  additionalProperties: { type: "string", maxLength: 256 },
+} as const;
+
+export const errorResponse = {
+  type: "object",
+  properties: {
+    error: {
+      type: "object",
+      properties: { code: str, message: str, server_time: str },
+      required: ["code", "message"],
+    },
+  },
+} as const;
+
+export const registerSchema = {
+  body: {
+    type: "object",
+    required: ["enrollment_token", "csr_pem"],
+    properties: {
+      enrollment_token: { type: "string", maxLength: 256 },
+      csr_pem: { type: "string", maxLength: 16384 },
+      name: { type: "string", minLength: 1, maxLength: 64 },
+      labels,
+      capacity: { type: "integer", minimum: 1, maximum: 1024 },
+    },
+  },
+  response: {
+    201: {
+      type: "object",
+      properties: {
+        executor_id: str, epoch: int, certificate_pem: str, ca_bundle_pem: str, cert_expires_at: str,
+        jwt: str, jwt_expires_at: str, hmac_key: str, heartbeat_interval_s: int,
+      },
+    },
+  },
+} as const;
+
+const credentialsResponse = {
+  type: "object",
+  properties: {
+    epoch: int, jwt: str, jwt_expires_at: str, cert_expires_at: str, ca_bundle_pem: str, certificate_pem: str,
+  },
+} as const;
+
+const idParams = {
+  type: "object",
+  required: ["id"],
+  properties: { id: { type: "string", pattern: "^[A-Za-z0-9_-]{1,64}$" } },
+} as const;
+
+export const renewSchema = {
+  params: idParams,
+  body: { type: "object", properties: { csr_pem: { type: "string", maxLength: 16384 } } },
+  response: { 200: credentialsResponse },
+} as const;
+
+export const reregisterSchema = renewSchema;
+
+export const heartbeatSchema = {
+  params: idParams,
+  body: {
+    type: "object",
+    required: ["status", "running", "capacity", "leases"],
+    properties: {
+      status: { type: "string", enum: ["ready", "draining"] },
+      running: { type: "integer", minimum: 0 },
+      capacity: { type: "integer", minimum: 0 },
+      leases: { type: "array", maxItems: 1024, items: { type: "string", maxLength: 128 } },
+    },
+  },
+  response: {
+    200: {
+      type: "object",
+      properties: {
+        server_time: str, next_heartbeat_s: int, jwt_renew_after: str, cert_renew_after: str,
+        drain: { type: "boolean" }, cancel_leases: { type: "array", items: str },
+      },
+    },
+  },
+} as const;

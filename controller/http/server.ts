@@ -1,0 +1,124 @@
+/**
+ * The HTTPS server: one listener that requests (but does not require) a client
+ * certificate, JSON in and out, one error shape, and route declarations that are
+ * enforced when a route is mounted — an executor route without a guard chain
+ * makes the server refuse to start.
+ */
+import Fastify, { type FastifyInstance, type FastifyRequest, type RouteOptions, type onRequestHookHandler, type preValidationHookHandler } from "fastify";
+import { TetherError, ErrorCode } from "../../shared/errors.ts";
+import { MAX_EXECUTOR_BODY_BYTES } from "../../shared/protocol.ts";
+import type { ControllerContext } from "../context.ts";
+import type { Guard, RouteDeclaration } from "./request-context.ts";
+import { requireMtls } from "./guards/mtls.ts";
+import { requireJwt } from "./guards/jwt.ts";
+import { requireHmac } from "./guards/hmac.ts";
+import { executorRoutes } from "./executor-routes.ts";
+import { publicRoutes } from "./public-routes.ts";
+import { devRoutes } from "./dev-routes.ts";
+
+export interface TlsMaterial {
+  key: string;
+  cert: string;
+  ca: string;
+}
+
+export const LOG_REDACT_PATHS = [
+  "req.headers.authorization",
+  'req.headers["x-tether-signature"]',
+  "*.jwt", "*.token", "*.enrollment_token", "*.hmac_key", "*.key", "*.privateKey", "*.authorization",
+];
+
+export function tlsContextOptions(tls: TlsMaterial) {
+  return { key: tls.key, cert: tls.cert, ca: tls.ca, minVersion: "TLSv1.2" as const };
+}
+
+const EXECUTOR_SCOPED = /^\/v1\/executors\/:id(\/|$)/;
+
+function asArray<T>(h: T | T[] | undefined): T[] {
+  return h === undefined ? [] : Array.isArray(h) ? h : [h];
+}
+
+/** Rejects a body that was not valid JSON — after the guards, so unauthenticated callers learn nothing. */
+async function rejectInvalidJson(request: FastifyRequest): Promise<void> {
+  if (request.jsonInvalid) throw new TetherError(400, ErrorCode.INVALID_REQUEST, "the request body is not valid JSON");
+}
+
+export function buildServer(ctx: ControllerContext, tls: TlsMaterial, opts: { logLevel?: string } = {}): FastifyInstance {
+  const app = Fastify({
+    https: { ...tlsContextOptions(tls), requestCert: true, rejectUnauthorized: false },
+    bodyLimit: MAX_EXECUTOR_BODY_BYTES,
+    keepAliveTimeout: 75_000,
+    requestTimeout: 120_000,
+    disableRequestLogging: true,
+    logger: { level: opts.logLevel ?? "info", redact: { paths: LOG_REDACT_PATHS, censor: "[REDACTED]" } },
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
+    return503OnClosing: true,
+  });
+
+  // Bodies are kept raw for the HMAC and parsed here; a parse failure is reported after the guards.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser("*", { parseAs: "buffer" }, (request, body, done) => {
+    const raw = body as Buffer;
+    request.rawBody = raw;
+    if (raw.length === 0) return done(null, undefined);
+    try {
+      done(null, JSON.parse(raw.toString("utf8")));
+    } catch {
+      request.jsonInvalid = true;
+      done(null, undefined);
+    }
+  });
+
+  const guards: Record<Guard, { phase: "onRequest" | "preValidation"; hook: (r: FastifyRequest) => Promise<void> }> = {
+    mtls: { phase: "onRequest", hook: requireMtls(ctx) },
+    jwt: { phase: "onRequest", hook: requireJwt(ctx) },
+    hmac: { phase: "preValidation", hook: requireHmac(ctx) },
+  };
+
+  // Route declarations are enforced at mount time (fail closed).
+  app.addHook("onRoute", (route: RouteOptions) => {
+    const decl = (route.config as { route?: RouteDeclaration } | undefined)?.route;
+    const name = `${String(route.method)} ${route.url}`;
+    if (!decl) throw new Error(`route ${name} declares no plane`);
+    if (decl.plane === "executor") {
+      const chain = decl.guards ?? [];
+      if (EXECUTOR_SCOPED.test(route.url) && (!chain.includes("mtls") || !chain.includes("hmac"))) {
+        throw new Error(`executor route ${name} must declare its guard chain (mtls and hmac at least)`);
+      }
+      const onRequest = chain.filter((g) => guards[g].phase === "onRequest").map((g) => guards[g].hook);
+      const preValidation = chain.filter((g) => guards[g].phase === "preValidation").map((g) => guards[g].hook);
+      route.onRequest = [...onRequest, ...asArray(route.onRequest)] as onRequestHookHandler[];
+      route.preValidation = [...preValidation, rejectInvalidJson, ...asArray(route.preValidation)] as preValidationHookHandler[];
+    } else {
+      if (EXECUTOR_SCOPED.test(route.url)) throw new Error(`route ${name} is under an executor path but not on the executor plane`);
+      route.preValidation = [rejectInvalidJson, ...asArray(route.preValidation)] as preValidationHookHandler[];
+    }
+  });
+
+  app.setErrorHandler((err: unknown, request, reply) => {
+    if (err instanceof TetherError) {
+      if (err.headers) reply.headers(err.headers);
+      return reply.code(err.status).send(err.toWire());
+    }
+    const e = err as { validation?: unknown; code?: string; statusCode?: number; message?: string };
+    if (e.validation) {
+      return reply.code(400).send({ error: { code: ErrorCode.INVALID_REQUEST, message: e.message ?? "invalid request" } });
+    }
+    if (e.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
+      return reply.code(413).send({ error: { code: ErrorCode.PAYLOAD_TOO_LARGE, message: `the body exceeds ${MAX_EXECUTOR_BODY_BYTES} bytes` } });
+    }
+    if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) {
+      return reply.code(e.statusCode).send({ error: { code: ErrorCode.INVALID_REQUEST, message: e.message ?? "invalid request" } });
+    }
+    request.log.error({ err }, "request failed");
+    return reply.code(500).send({ error: { code: ErrorCode.INTERNAL, message: "internal error" } });
+  });
+  app.setNotFoundHandler((request, reply) =>
+    reply.code(404).send({ error: { code: ErrorCode.NOT_FOUND, message: `no route ${request.method} ${request.url.split("?")[0]}` } }),
+  );
+
+  app.register(async (scope) => publicRoutes(scope, ctx));
+  app.register(async (scope) => executorRoutes(scope, ctx));
+  if (ctx.config.env !== "production") app.register(async (scope) => devRoutes(scope, ctx));
+  return app;
+}

@@ -1,0 +1,51 @@
+/** Versioned schema migrations, applied in order, each in its own transaction. */
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export const migrations: Migration[] = [
+  {
+    version: 1,
+    name: "executors, enrollment tokens, replay store",
+    sql: `
+      CREATE TABLE enrollment_tokens (
+        id          TEXT PRIMARY KEY,
+        token_hash  TEXT NOT NULL UNIQUE,
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        max_uses    INTEGER NOT NULL,
+        uses        INTEGER NOT NULL DEFAULT 0,
+        revoked_at  INTEGER,
+        labels      TEXT NOT NULL DEFAULT '{}'
+      );
+      CREATE TABLE executors (
+        id                    TEXT PRIMARY KEY,
+        name                  TEXT NOT NULL,
+        labels                TEXT NOT NULL DEFAULT '{}',
+        capacity              INTEGER NOT NULL,
+        epoch                 INTEGER NOT NULL,
+        status                TEXT NOT NULL,
+        cert_fp               TEXT NOT NULL,
+        cert_issued_at        INTEGER NOT NULL,
+        cert_expires_at       INTEGER NOT NULL,
+        prev_cert_fp          TEXT,
+        prev_cert_grace_until INTEGER,
+        hmac_key_enc          BLOB NOT NULL,
+        created_at            INTEGER NOT NULL,
+        last_seen_at          INTEGER,
+        revoked_at            INTEGER,
+        drain                 INTEGER NOT NULL DEFAULT 0,
+        enrollment_token_id   TEXT
+      );
+      CREATE TABLE nonces (
+        executor_id TEXT NOT NULL,
+        nonce       TEXT NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        PRIMARY KEY (executor_id, nonce)
+      ) WITHOUT ROWID;
+      CREATE INDEX nonces_expires_at ON nonces (expires_at);
+    `,
+  },
+];

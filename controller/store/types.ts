@@ -1,0 +1,106 @@
+/**
+ * The store interface. Every method is async so a PostgreSQL store (and a Redis
+ * replay store) can drop in behind it without touching the domain layer.
+ * Times are unix milliseconds.
+ */
+export type ExecutorRunStatus = "ready" | "draining";
+
+export interface ExecutorRecord {
+  id: string;
+  name: string;
+  labels: Record<string, string>;
+  capacity: number;
+  epoch: number;
+  /** Last status the executor reported. Liveness (suspect/offline) is derived from lastSeenAt. */
+  status: ExecutorRunStatus;
+  certFingerprint: string;
+  certIssuedAt: number;
+  certExpiresAt: number;
+  prevCertFingerprint: string | null;
+  prevCertGraceUntil: number | null;
+  createdAt: number;
+  lastSeenAt: number | null;
+  revokedAt: number | null;
+  drain: boolean;
+  enrollmentTokenId: string | null;
+}
+
+/** The slice of an executor the guard chain needs on every request. */
+export interface ExecutorAuthState {
+  id: string;
+  epoch: number;
+  certFingerprint: string;
+  prevCertFingerprint: string | null;
+  prevCertGraceUntil: number | null;
+  certIssuedAt: number;
+  certExpiresAt: number;
+  drain: boolean;
+  revoked: boolean;
+}
+
+export interface EnrollmentTokenRecord {
+  id: string;
+  tokenHash: string;
+  createdAt: number;
+  expiresAt: number;
+  maxUses: number;
+  uses: number;
+  revokedAt: number | null;
+  labels: Record<string, string>;
+}
+
+export type TokenDenyReason = "unknown" | "expired" | "used_up" | "revoked";
+
+export interface NewExecutor {
+  id: string;
+  name: string;
+  labels: Record<string, string>;
+  capacity: number;
+  certFingerprint: string;
+  certIssuedAt: number;
+  certExpiresAt: number;
+  hmacKey: Buffer;
+  now: number;
+}
+
+export interface CertRotation {
+  certFingerprint: string;
+  certIssuedAt: number;
+  certExpiresAt: number;
+  /** The old certificate stays accepted until then. */
+  prevCertGraceUntil: number;
+}
+
+export interface ReplayStore {
+  /** Records a nonce; false when this executor already used it (a replay). */
+  rememberNonce(executorId: string, nonce: string, expiresAt: number): Promise<boolean>;
+  pruneNonces(now: number): Promise<number>;
+}
+
+export interface Store extends ReplayStore {
+  // enrollment tokens
+  insertEnrollmentToken(t: EnrollmentTokenRecord): Promise<void>;
+  listEnrollmentTokens(): Promise<EnrollmentTokenRecord[]>;
+  revokeEnrollmentToken(id: string, now: number): Promise<boolean>;
+  /** Read-only check (no use consumed). */
+  checkEnrollmentToken(tokenHash: string, now: number): Promise<{ ok: true; token: EnrollmentTokenRecord } | { ok: false; reason: TokenDenyReason }>;
+  /**
+   * Atomically consumes one use of the token and inserts the executor, in one
+   * transaction: either both happen or neither.
+   */
+  enrollExecutor(tokenHash: string, e: NewExecutor): Promise<{ ok: true; tokenId: string } | { ok: false; reason: TokenDenyReason }>;
+
+  // executors
+  getExecutor(id: string): Promise<ExecutorRecord | undefined>;
+  getExecutorAuth(id: string): Promise<ExecutorAuthState | undefined>;
+  listExecutors(): Promise<ExecutorRecord[]>;
+  getHmacKey(id: string): Promise<Buffer | undefined>;
+  rotateCertificate(id: string, rotation: CertRotation): Promise<void>;
+  /** epoch + 1; returns the new epoch. */
+  bumpEpoch(id: string): Promise<number>;
+  recordHeartbeat(id: string, status: ExecutorRunStatus, now: number): Promise<void>;
+  revokeExecutor(id: string, now: number): Promise<boolean>;
+  setDrain(id: string, drain: boolean): Promise<boolean>;
+
+  close(): Promise<void>;
+}
