@@ -1,0 +1,85 @@
+/** Unit tests of the JWT minting and verification code (the one place tokens are made in-process). */
+import { describe, expect, it } from "vitest";
+import { generateKeyPairSync, createPublicKey } from "node:crypto";
+import { jwtVerify, createLocalJWKSet, exportJWK, calculateJwkThumbprint } from "jose";
+import { ExecutorJwt } from "../../controller/domain/jwt.ts";
+
+async function keys() {
+  const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+  const jwk = await exportJWK(publicKey);
+  const kid = await calculateJwkThumbprint(jwk);
+  return { kid, privateKey, publicKey, jwk: { ...jwk, kid, alg: "EdDSA" } };
+}
+
+describe("ExecutorJwt", () => {
+  it("mints tokens an independent implementation (jose) verifies, with every PROTOCOL claim", async () => {
+    const k = await keys();
+    const j = new ExecutorJwt(k, "tether.local", 900);
+    const { jwt } = j.mint("ex_a", 3, "fp");
+    const { payload, protectedHeader } = await jwtVerify(jwt, createLocalJWKSet({ keys: [k.jwk] }), {
+      issuer: "spiffe://tether.local/controller",
+      audience: "tether-controller",
+      subject: "ex_a",
+    });
+    expect(protectedHeader).toMatchObject({ alg: "EdDSA", kid: k.kid });
+    expect(payload).toMatchObject({ epoch: 3, cnf: { "x5t#S256": "fp" } });
+    expect(payload.exp! - payload.iat!).toBe(900);
+    expect(payload.jti).toMatch(/^[A-Za-z0-9_-]{20,}$/);
+  });
+
+  it("verifies its own tokens and reports each failure", async () => {
+    const k = await keys();
+    const j = new ExecutorJwt(k, "tether.local", 60);
+    const now = Date.now();
+    const { jwt } = j.mint("ex_a", 1, "fp", now);
+    expect(j.verify(jwt, { sub: "ex_a", certFingerprint: "fp" }, now).ok).toBe(true);
+    expect(j.verify(jwt, { sub: "ex_b", certFingerprint: "fp" }, now)).toMatchObject({ ok: false, code: "TOKEN_INVALID" });
+    expect(j.verify(jwt, { sub: "ex_a", certFingerprint: "other" }, now)).toMatchObject({ ok: false, code: "TOKEN_INVALID" });
+    expect(j.verify(jwt, { sub: "ex_a", certFingerprint: "fp" }, now + 61_000)).toMatchObject({ ok: false, code: "TOKEN_EXPIRED" });
+    const other = new ExecutorJwt(await keys(), "tether.local", 60);
+    expect(other.verify(jwt, { sub: "ex_a", certFingerprint: "fp" }, now)).toMatchObject({ ok: false, code: "TOKEN_INVALID" });
+    const wrongDomain = new ExecutorJwt(k, "other.domain", 60);
+    expect(wrongDomain.verify(jwt, { sub: "ex_a", certFingerprint: "fp" }, now)).toMatchObject({ ok: false, code: "TOKEN_INVALID", reason: "wrong iss" });
+  });
+
+  it("refuses alg none, other algs, edited payloads and garbage", async () => {
+    const k = await keys();
+    const j = new ExecutorJwt(k, "tether.local", 60);
+    const { jwt } = j.mint("ex_a", 1, "fp");
+    const [h, p, s] = jwt.split(".");
+    const enc = (v: unknown) => Buffer.from(JSON.stringify(v)).toString("base64url");
+    const claims = JSON.parse(Buffer.from(p!, "base64url").toString());
+    for (const bad of [
+      `${enc({ alg: "none", kid: k.kid })}.${p}.`,
+      `${enc({ alg: "HS256", kid: k.kid })}.${p}.${s}`,
+      `${h}.${enc({ ...claims, epoch: 2 })}.${s}`,
+      `${enc({ alg: "EdDSA", kid: "other" })}.${p}.${s}`,
+      `${enc({ alg: "EdDSA", kid: k.kid, crit: ["x"] })}.${p}.${s}`,
+      "a.b.c", "abc", "", `${h}.${p}`, `${h}.${p}.${s}.x`,
+    ]) {
+      expect(j.verify(bad, { sub: "ex_a", certFingerprint: "fp" })).toMatchObject({ ok: false, code: "TOKEN_INVALID" });
+    }
+  });
+
+  it("caches a verified token and never caches a failed one", async () => {
+    const k = await keys();
+    const j = new ExecutorJwt(k, "tether.local", 60);
+    const { jwt } = j.mint("ex_a", 1, "fp");
+    j.verify(jwt.slice(0, -2) + "AA", { sub: "ex_a", certFingerprint: "fp" });
+    expect(j.cacheSize).toBe(0);
+    j.verify(jwt, { sub: "ex_a", certFingerprint: "fp" });
+    expect(j.cacheSize).toBe(1);
+    // a cached token still has its binding and expiry checked on every use
+    expect(j.verify(jwt, { sub: "ex_a", certFingerprint: "nope" }).ok).toBe(false);
+    expect(j.verify(jwt, { sub: "ex_a", certFingerprint: "fp" }, Date.now() + 120_000)).toMatchObject({ code: "TOKEN_EXPIRED" });
+    expect(j.cacheSize).toBe(0);
+  });
+
+  it("bounds its cache", async () => {
+    const k = await keys();
+    const j = new ExecutorJwt(k, "tether.local", 60, { maxCache: 10 });
+    for (let i = 0; i < 25; i++) j.verify(j.mint(`ex_${i}`, 1, "fp").jwt, { sub: `ex_${i}`, certFingerprint: "fp" });
+    expect(j.cacheSize).toBeLessThanOrEqual(10);
+    expect(createPublicKey(k.privateKey).equals(k.publicKey)).toBe(true);
+  });
+});
