@@ -4,7 +4,7 @@
  * enforced when a route is mounted — an executor route without a guard chain
  * makes the server refuse to start.
  */
-import Fastify, { type FastifyInstance, type FastifyRequest, type RouteOptions, type onRequestHookHandler, type preValidationHookHandler } from "fastify";
+import Fastify, { LogController, type FastifyInstance, type FastifyRequest, type RouteOptions, type onRequestHookHandler, type preValidationHookHandler } from "fastify";
 import { TetherError, ErrorCode } from "../../shared/errors.ts";
 import { MAX_EXECUTOR_BODY_BYTES } from "../../shared/protocol.ts";
 import type { ControllerContext } from "../context.ts";
@@ -49,7 +49,8 @@ export function buildServer(ctx: ControllerContext, tls: TlsMaterial, opts: { lo
     bodyLimit: MAX_EXECUTOR_BODY_BYTES,
     keepAliveTimeout: 75_000,
     requestTimeout: 120_000,
-    disableRequestLogging: true,
+    // Per-request logs at heartbeat rates are noise; errors are still logged.
+    logController: new LogController({ disableRequestLogging: true }),
     logger: { level: opts.logLevel ?? "info", redact: { paths: LOG_REDACT_PATHS, censor: "[REDACTED]" } },
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
     return503OnClosing: true,

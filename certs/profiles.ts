@@ -1,0 +1,163 @@
+/** Certificate profiles: the executor client certificate (PROTOCOL §2) and the controller's server certificate. */
+import { KeyObject, createHash, sign as nodeSign, webcrypto } from "node:crypto";
+import { isIP } from "node:net";
+import { executorSpiffeId } from "../shared/protocol.ts";
+import { x509, randomSerialHex } from "./x509.ts";
+import { generateKeyPair, privateKeyToPem, signingParams } from "./keys.ts";
+import { caKeyAlg, stripDnSpecials, type Ca } from "./ca.ts";
+
+export interface IssuedCert {
+  pem: string;
+  der: Uint8Array;
+  /** base64url SHA-256 of the DER: the JWT `cnf.x5t#S256`. */
+  fingerprint: string;
+  serialHex: string;
+  notBefore: Date;
+  notAfter: Date;
+}
+
+/** notBefore is back-dated this much to tolerate clock skew. */
+export const BACKDATE_MS = 5 * 60_000;
+export const EXECUTOR_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+
+export function certFingerprint(der: Uint8Array): string {
+  return createHash("sha256").update(der).digest("base64url");
+}
+
+function validity(ca: Ca, ttlSeconds: number, now: Date): { notBefore: Date; notAfter: Date } {
+  if (!Number.isFinite(ttlSeconds) || ttlSeconds <= 0) throw new Error(`invalid certificate lifetime ${ttlSeconds}s`);
+  const notBefore = new Date(now.getTime() - BACKDATE_MS);
+  const notAfter = new Date(Math.min(now.getTime() + ttlSeconds * 1000, ca.notAfter.getTime()));
+  if (notAfter.getTime() <= now.getTime()) throw new Error(`the CA expired at ${ca.notAfter.toISOString()}`);
+  return { notBefore, notAfter };
+}
+
+/** The issuer-side pieces every issued certificate shares, computed once per CA. */
+const issuerCache = new WeakMap<Ca, Promise<{ aki: x509.AuthorityKeyIdentifierExtension; sign: Algorithm | EcdsaParams }>>();
+
+function issuerParts(ca: Ca) {
+  let p = issuerCache.get(ca);
+  if (!p) {
+    p = (async () => {
+      const ski = ca.cert.getExtension(x509.SubjectKeyIdentifierExtension);
+      const aki = ski ? new x509.AuthorityKeyIdentifierExtension(ski.keyId) : await x509.AuthorityKeyIdentifierExtension.create(ca.cert.publicKey);
+      return { aki, sign: signingParams(caKeyAlg(ca)) };
+    })();
+    issuerCache.set(ca, p);
+  }
+  return p;
+}
+
+/**
+ * A minimal WebCrypto stand-in for X509CertificateGenerator.create that signs
+ * synchronously with node:crypto: saves two thread-pool round trips per certificate.
+ * create() only calls subtle.sign here (the public key is passed as SPKI bytes and
+ * the serial number is given). Signatures are in WebCrypto's format (raw r||s for ECDSA).
+ */
+const privateKeyObjects = new WeakMap<CryptoKey, KeyObject>();
+const syncSigner = {
+  getRandomValues: webcrypto.getRandomValues.bind(webcrypto),
+  subtle: {
+    async sign(alg: Algorithm | EcdsaParams, key: CryptoKey, data: BufferSource): Promise<ArrayBuffer> {
+      let ko = privateKeyObjects.get(key);
+      if (!ko) {
+        ko = KeyObject.from(key as webcrypto.CryptoKey);
+        privateKeyObjects.set(key, ko);
+      }
+      const bytes = ArrayBuffer.isView(data) ? Buffer.from(data.buffer, data.byteOffset, data.byteLength) : Buffer.from(data);
+      let sig: Buffer;
+      if (alg.name === "Ed25519") sig = nodeSign(null, bytes, ko);
+      else if (alg.name === "ECDSA") {
+        const hash = (alg as EcdsaParams).hash;
+        const h = (typeof hash === "string" ? hash : hash.name).replace("-", "").toLowerCase();
+        sig = nodeSign(h, bytes, { key: ko, dsaEncoding: "ieee-p1363" });
+      } else throw new Error(`unsupported signing algorithm ${alg.name}`);
+      return sig.buffer.slice(sig.byteOffset, sig.byteOffset + sig.byteLength) as ArrayBuffer;
+    },
+  },
+} as unknown as Crypto;
+
+/** SPKI DER of a WebCrypto public key, without a thread-pool round trip. */
+function spkiOf(publicKey: CryptoKey): Uint8Array<ArrayBuffer> {
+  const der = KeyObject.from(publicKey as webcrypto.CryptoKey).export({ type: "spki", format: "der" });
+  return new Uint8Array(der.buffer.slice(der.byteOffset, der.byteOffset + der.byteLength) as ArrayBuffer);
+}
+
+async function issue(
+  ca: Ca,
+  subject: string,
+  publicKey: CryptoKey,
+  ttlSeconds: number,
+  now: Date,
+  extensions: x509.Extension[],
+): Promise<IssuedCert> {
+  const { notBefore, notAfter } = validity(ca, ttlSeconds, now);
+  const { aki, sign } = await issuerParts(ca);
+  const serialHex = randomSerialHex();
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: serialHex,
+    subject,
+    issuer: ca.cert.subjectName,
+    notBefore,
+    notAfter,
+    signingKey: ca.privateKey,
+    signingAlgorithm: sign,
+    publicKey: spkiOf(publicKey),
+    extensions: [...extensions, aki],
+  }, syncSigner);
+  const der = new Uint8Array(cert.rawData);
+  return { pem: cert.toString("pem") + "\n", der, fingerprint: certFingerprint(der), serialHex, notBefore: cert.notBefore, notAfter: cert.notAfter };
+}
+
+/** The parts of the executor profile that never change (encoded once; extensions are immutable). */
+let executorFixed: x509.Extension[] | undefined;
+function executorFixedExtensions(): x509.Extension[] {
+  return (executorFixed ??= [
+    new x509.BasicConstraintsExtension(false, undefined, true),
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+    new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth], false),
+  ]);
+}
+
+/** The executor client certificate, exactly as PROTOCOL §2 says; nothing from the CSR but its key. */
+export async function issueExecutorCert(
+  ca: Ca,
+  opts: { executorId: string; trustDomain: string; publicKey: CryptoKey; ttlSeconds: number; now?: Date },
+): Promise<IssuedCert> {
+  if (!EXECUTOR_ID_RE.test(opts.executorId)) throw new Error(`invalid executor id ${JSON.stringify(opts.executorId)}`);
+  return issue(ca, `CN=${opts.executorId}`, opts.publicKey, opts.ttlSeconds, opts.now ?? new Date(), [
+    ...executorFixedExtensions(),
+    new x509.SubjectAlternativeNameExtension([{ type: "url", value: executorSpiffeId(opts.trustDomain, opts.executorId) }], false),
+  ]);
+}
+
+/** Distinct SANs in order; entries that parse as an IPv4/IPv6 address are IP SANs, the rest DNS. */
+export function sanEntries(sans: string[]): x509.JsonGeneralName[] {
+  const seen = new Set<string>();
+  const out: x509.JsonGeneralName[] = [];
+  for (const raw of sans) {
+    const s = raw.trim();
+    if (!s || seen.has(s.toLowerCase())) continue;
+    seen.add(s.toLowerCase());
+    out.push({ type: isIP(s) ? "ip" : "dns", value: s } as x509.JsonGeneralName);
+  }
+  return out;
+}
+
+export async function issueServerCert(
+  ca: Ca,
+  opts: { sans: string[]; ttlSeconds: number; now?: Date },
+): Promise<IssuedCert & { keyPem: string }> {
+  const names = sanEntries(opts.sans);
+  if (names.length === 0) throw new Error("the server certificate needs at least one SAN");
+  // P-256 for the server key: the broadest TLS client support.
+  const keys = await generateKeyPair("P-256");
+  const cn = stripDnSpecials(names[0]!.value as string) || "tether-controller";
+  const issued = await issue(ca, `CN=${cn}`, keys.publicKey, opts.ttlSeconds, opts.now ?? new Date(), [
+    new x509.BasicConstraintsExtension(false, undefined, true),
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+    new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth], false),
+    new x509.SubjectAlternativeNameExtension(names, false),
+  ]);
+  return { ...issued, keyPem: await privateKeyToPem(keys.privateKey) };
+}
