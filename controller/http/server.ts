@@ -5,6 +5,7 @@
  * makes the server refuse to start.
  */
 import Fastify, { LogController, type FastifyInstance, type FastifyRequest, type RouteOptions, type onRequestHookHandler, type preValidationHookHandler } from "fastify";
+import { pino } from "pino";
 import { TetherError, ErrorCode } from "../../shared/errors.ts";
 import { MAX_EXECUTOR_BODY_BYTES } from "../../shared/protocol.ts";
 import type { ControllerContext } from "../context.ts";
@@ -51,7 +52,11 @@ export function buildServer(ctx: ControllerContext, tls: TlsMaterial, opts: { lo
     requestTimeout: 120_000,
     // Per-request logs at heartbeat rates are noise; errors are still logged.
     logController: new LogController({ disableRequestLogging: true }),
-    logger: { level: opts.logLevel ?? "info", redact: { paths: LOG_REDACT_PATHS, censor: "[REDACTED]" } },
+    // Logs go to stderr: stdout is reserved for what a command prints (secrets, JSON).
+    loggerInstance: pino(
+      { level: opts.logLevel ?? "info", redact: { paths: LOG_REDACT_PATHS, censor: "[REDACTED]" } },
+      pino.destination({ fd: 2, sync: true }),
+    ),
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
     return503OnClosing: true,
   });
@@ -121,5 +126,5 @@ export function buildServer(ctx: ControllerContext, tls: TlsMaterial, opts: { lo
   app.register(async (scope) => publicRoutes(scope, ctx));
   app.register(async (scope) => executorRoutes(scope, ctx));
   if (ctx.config.env !== "production") app.register(async (scope) => devRoutes(scope, ctx));
-  return app;
+  return app as unknown as FastifyInstance;
 }
