@@ -1,0 +1,175 @@
+/** `tether executor run` (the daemon) and `tether executor status` (PROTOCOL §6). */
+import { readFileSync, statSync } from "node:fs";
+import { resolve } from "node:path";
+import { parseDuration } from "../shared/duration.ts";
+import { parseKeyValues, requireString, UsageError, type ParsedArgs } from "./args.ts";
+import { info, out, type Command } from "./command.ts";
+import { bundleCerts } from "../executor/certificate.ts";
+import { KEY_TYPES, type KeyType } from "../executor/csr.ts";
+import { ExecutorDaemon, tokenFileReader } from "../executor/daemon.ts";
+import { ExitCode } from "../executor/exit-codes.ts";
+import { createLogger } from "../executor/logger.ts";
+import { readStatus } from "../executor/status.ts";
+
+const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
+
+function controllerUrl(args: ParsedArgs): string {
+  const text = requireString(args, "controller");
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new UsageError(`--controller expects a URL like https://controller:8443, got "${text}"`);
+  }
+  if (url.protocol !== "https:") throw new UsageError(`--controller must be an https:// URL (got ${url.protocol}//)`);
+  if (url.search || url.hash) throw new UsageError("--controller must not carry a query or fragment");
+  return url.toString().replace(/\/+$/, "");
+}
+
+function readCaFile(args: ParsedArgs): string {
+  const path = resolve(requireString(args, "ca-file"));
+  let pem: string;
+  try {
+    pem = readFileSync(path, "utf8");
+  } catch (e) {
+    throw new UsageError(`--ca-file: cannot read ${path} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  if (bundleCerts(pem).length === 0) throw new UsageError(`--ca-file: ${path} holds no PEM certificate (use the controller's ca.pem / "tether ca bundle")`);
+  return pem;
+}
+
+function positiveInt(args: ParsedArgs, name: string, max: number): number {
+  const text = args.strings[name]!;
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n) || n < 1 || n > max) throw new UsageError(`--${name} must be a whole number from 1 to ${max}, got "${text}"`);
+  return n;
+}
+
+function durationMs(args: ParsedArgs, name: string): number {
+  try {
+    return parseDuration(args.strings[name]!) * 1000;
+  } catch (e) {
+    throw new UsageError(`--${name}: ${(e as Error).message}`);
+  }
+}
+
+export const executorRun: Command = {
+  spec: {
+    name: "executor run",
+    usage:
+      "executor run --controller URL --ca-file FILE --state-dir DIR [--token TOKEN | --token-file FILE] [--name NAME] [--label k=v]… [--capacity N] [--allow-command NAME]…",
+    summary:
+      "Runs the executor daemon. First start: generates a key, sends a CSR and registers with the enrollment token. " +
+      "Later starts: reuses the identity in --state-dir and re-registers (epoch + 1) without a token. " +
+      "Renews the JWT and the certificate (fresh key) at ~2/3 of their lifetimes, drains on SIGTERM. " +
+      "Exit codes: 0 stopped, 1 error, 2 usage, 3 revoked, 4 identity expired/rejected (re-enroll), 5 enrollment failed.",
+    options: {
+      controller: { kind: "string", arg: "URL", help: "the controller, e.g. https://controller:8443", env: "TETHER_CONTROLLER" },
+      "ca-file": { kind: "string", arg: "FILE", help: "the controller's CA bundle (ca.pem) to trust; always trusted next to the bundle the controller sends" },
+      "state-dir": { kind: "string", arg: "DIR", help: "where the identity lives (created 0700, files 0600)", env: "TETHER_STATE_DIR" },
+      token: { kind: "string", arg: "TOKEN", help: "enrollment token (first start only; prefer --token-file: argv is visible to other users)" },
+      "token-file": { kind: "string", arg: "FILE", help: "file holding the enrollment token; read when a token is needed (first start, re-enrollment)" },
+      name: { kind: "string", arg: "NAME", help: "executor name shown to operators (≤ 64 chars, at enrollment)" },
+      label: { kind: "list", arg: "k=v", help: "label sent at enrollment (used by task selectors)" },
+      capacity: { kind: "string", arg: "N", help: "how many tasks may run at once", default: "1" },
+      "allow-command": { kind: "list", arg: "NAME", help: "argv[0] a command task may run (no shell)" },
+      "key-type": { kind: "string", arg: "TYPE", help: `private key type: ${KEY_TYPES.join(", ")}`, default: "ed25519" },
+      "drain-timeout": { kind: "string", arg: "DURATION", help: "on SIGTERM, how long running work may take before it is handed back", default: "60s" },
+      "log-level": { kind: "string", arg: "LEVEL", help: LOG_LEVELS.join(", "), default: "info", env: "TETHER_LOG_LEVEL" },
+    },
+  },
+  async run(args) {
+    const controller = controllerUrl(args);
+    const caFilePem = readCaFile(args);
+    const stateDir = resolve(requireString(args, "state-dir"));
+    const labels = parseKeyValues(args.lists.label!, "label");
+    const capacity = positiveInt(args, "capacity", 1024);
+    const keyType = args.strings["key-type"] as KeyType;
+    if (!KEY_TYPES.includes(keyType)) throw new UsageError(`--key-type must be one of ${KEY_TYPES.join(", ")}`);
+    const level = args.strings["log-level"]!;
+    if (!LOG_LEVELS.includes(level)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}`);
+    const name = args.strings.name;
+    if (name !== undefined && (name.length < 1 || name.length > 64)) throw new UsageError("--name must be 1 to 64 characters");
+    const drainTimeoutMs = durationMs(args, "drain-timeout");
+    if (args.strings.token !== undefined && args.strings["token-file"] !== undefined) throw new UsageError("give either --token or --token-file, not both");
+
+    const log = createLogger({ level });
+    let token: (() => string | undefined) | undefined;
+    let tokenSource: string | undefined;
+    if (args.strings.token !== undefined) {
+      const t = args.strings.token;
+      token = () => t;
+      tokenSource = "--token";
+    } else if (args.strings["token-file"] !== undefined) {
+      const path = resolve(args.strings["token-file"]);
+      token = tokenFileReader(path);
+      tokenSource = `--token-file ${path}`;
+      try {
+        const mode = statSync(path).mode & 0o777;
+        if (mode & 0o077) log.warn({ event: "token.file_mode", path, mode: mode.toString(8) }, `${path} is readable by group or others; chmod 600 it`);
+      } catch {
+        /* a missing file is fine once enrolled */
+      }
+    }
+
+    const daemon = new ExecutorDaemon(
+      { controllerUrl: controller, caFilePem, stateDir, token, tokenSource, name, labels, capacity, allowedCommands: args.lists["allow-command"]!, keyType, drainTimeoutMs },
+      { log },
+    );
+    const onSignal = (signal: NodeJS.Signals) => daemon.shutdown(signal);
+    process.on("SIGTERM", onSignal);
+    process.on("SIGINT", onSignal);
+    try {
+      const code = await daemon.run();
+      if (code !== ExitCode.OK) info(`tether executor run: ${lastWords(code)}`);
+      return code;
+    } finally {
+      process.off("SIGTERM", onSignal);
+      process.off("SIGINT", onSignal);
+    }
+
+    function lastWords(code: number): string {
+      return daemon.lastExit?.message ?? `exited with code ${code}`;
+    }
+  },
+};
+
+export const executorStatus: Command = {
+  spec: {
+    name: "executor status",
+    usage: "executor status --state-dir DIR [--json]",
+    summary:
+      "Shows the executor identity in --state-dir: id, epoch, certificate and JWT expiry, last successful contact. " +
+      "Exit 0 when the identity is usable; 1 no identity, 3 revoked, 4 certificate expired (for health checks).",
+    options: {
+      "state-dir": { kind: "string", arg: "DIR", help: "the executor's state directory", env: "TETHER_STATE_DIR" },
+      json: { kind: "boolean", help: "print machine-readable JSON to stdout" },
+    },
+  },
+  async run(args) {
+    const stateDir = resolve(requireString(args, "state-dir"));
+    const { status, exitCode } = readStatus(stateDir);
+    if (args.flags.json) {
+      out(JSON.stringify(status, null, 2));
+    } else if (status.executor_id) {
+      const rows: [string, unknown][] = [
+        ["executor_id", status.executor_id],
+        ["name", status.name],
+        ["health", status.health],
+        ["controller", status.controller],
+        ["epoch", status.epoch],
+        ["labels", JSON.stringify(status.labels ?? {})],
+        ["key_type", status.key_type],
+        ["cert_serial", status.cert_serial],
+        ["cert_expires_at", `${status.cert_expires_at} (${status.cert_expires_in_s! >= 0 ? `in ${status.cert_expires_in_s}s` : "expired"})`],
+        ["jwt_expires_at", status.jwt_expires_at ?? "-"],
+        ["last_contact_at", status.last_contact_at ?? "never"],
+        ["daemon_pid", status.daemon_pid ?? "not running"],
+        ["rotation_pending", status.rotation_pending],
+      ];
+      out(rows.map(([k, v]) => `${k.padEnd(17)} ${v === undefined ? "-" : String(v)}`).join("\n"));
+    }
+    for (const p of status.problems) info(`tether executor status: ${p}`);
+    return exitCode;
+  },
+};

@@ -1,0 +1,80 @@
+/**
+ * Retry and scheduling arithmetic, kept pure (a random source is injected) so the
+ * unit tests can pin every bound: capped exponential backoff with jitter that can
+ * never collapse into a tight loop, and symmetric jitter for periodic work.
+ */
+
+/** A source of uniform numbers in [0, 1). */
+export type Random = () => number;
+
+export interface BackoffOptions {
+  /** First delay before jitter (ms). */
+  baseMs: number;
+  /** Upper bound of any delay (ms). */
+  capMs: number;
+  /** Exponential growth per attempt. */
+  factor: number;
+}
+
+export const DEFAULT_BACKOFF: BackoffOptions = { baseMs: 500, capMs: 30_000, factor: 2 };
+
+/**
+ * Delay before retry number `attempt` (0-based): "equal jitter" — half of the
+ * exponential step is fixed and half is random, so the delay is always at least
+ * half the step (never ~0, never a tight loop) and never above the cap.
+ *   step  = min(cap, base · factor^attempt)
+ *   delay = step/2 + random · step/2           ∈ [step/2, step)
+ */
+export function backoffDelay(attempt: number, opts: BackoffOptions = DEFAULT_BACKOFF, random: Random = Math.random): number {
+  const n = Math.max(0, Math.floor(attempt));
+  // factor^n overflows to Infinity for large n; min() with the cap keeps it finite.
+  const step = Math.min(opts.capMs, opts.baseMs * Math.pow(opts.factor, n));
+  const r = clampUnit(random());
+  return Math.floor(step / 2 + (r * step) / 2);
+}
+
+/** A retry counter: `next()` gives the delay for the next attempt; `reset()` after a success. */
+export class Backoff {
+  private attempt = 0;
+  constructor(
+    private readonly opts: BackoffOptions = DEFAULT_BACKOFF,
+    private readonly random: Random = Math.random,
+  ) {}
+
+  next(): number {
+    return backoffDelay(this.attempt++, this.opts, this.random);
+  }
+
+  /** How many retries have been handed out since the last reset. */
+  get attempts(): number {
+    return this.attempt;
+  }
+
+  reset(): void {
+    this.attempt = 0;
+  }
+}
+
+/** `ms` spread uniformly over ±`fraction` of itself: jitter(10_000, 0.1) ∈ [9_000, 11_000). */
+export function jitter(ms: number, fraction: number, random: Random = Math.random): number {
+  const r = clampUnit(random());
+  return Math.floor(ms * (1 + fraction * (2 * r - 1)));
+}
+
+/** Heartbeat delay: the controller's interval with ±10 % jitter, never below `minMs`. */
+export function heartbeatDelay(intervalS: number, random: Random = Math.random, minMs = 500): number {
+  const base = Number.isFinite(intervalS) && intervalS > 0 ? intervalS * 1000 : 10_000;
+  return Math.max(minMs, jitter(base, 0.1, random));
+}
+
+/** Honors a `Retry-After` header (seconds), bounded to [fallback/2, cap]; falls back to `fallbackMs`. */
+export function retryAfterDelay(retryAfter: string | undefined, fallbackMs: number, capMs = 300_000): number {
+  const s = retryAfter === undefined ? NaN : Number(retryAfter);
+  if (!Number.isFinite(s) || s < 0) return fallbackMs;
+  return Math.min(capMs, Math.max(Math.floor(fallbackMs / 2), Math.ceil(s * 1000)));
+}
+
+function clampUnit(r: number): number {
+  if (!Number.isFinite(r) || r < 0) return 0;
+  return r >= 1 ? 1 - Number.EPSILON : r;
+}

@@ -1,0 +1,94 @@
+/**
+ * A scripted HTTPS stand-in for the controller, for unit tests of the client and
+ * of the daemon's reactions to answers the real controller rarely gives
+ * (CLOCK_SKEW, NONCE_REPLAY, 503…). It checks the HMAC with the shared verifier
+ * and records what each request presented.
+ */
+import { createServer, type Server } from "node:https";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { TLSSocket } from "node:tls";
+import { createHash } from "node:crypto";
+import type { AddressInfo } from "node:net";
+import { HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, verifySignature } from "../../shared/hmac.ts";
+
+export interface Recorded {
+  method: string;
+  url: string;
+  headers: IncomingMessage["headers"];
+  body: Buffer;
+  json: any;
+  /** sha256 hex of the DER client certificate, if one was presented. */
+  certFingerprint?: string;
+  certAuthorized: boolean;
+  /** Whether the HMAC verified with the key given to the fake. */
+  hmacOk: boolean;
+}
+
+export type Reply = { status: number; body?: unknown; headers?: Record<string, string>; delayMs?: number };
+export type Handler = (req: Recorded) => Reply | Promise<Reply>;
+
+export interface FakeController {
+  url: string;
+  requests: Recorded[];
+  handler: Handler;
+  hmacKey?: Buffer;
+  executorId?: string;
+  close(): Promise<void>;
+}
+
+export async function startFakeController(tls: { certPem: string; keyPem: string; caPem: string; requireClientCert?: boolean }, handler: Handler): Promise<FakeController> {
+  const fake: FakeController = { url: "", requests: [], handler, close: async () => {} };
+  const server: Server = createServer(
+    { cert: tls.certPem, key: tls.keyPem, ca: tls.caPem, requestCert: true, rejectUnauthorized: tls.requireClientCert ?? false },
+    (req: IncomingMessage, res: ServerResponse) => {
+      const chunks: Buffer[] = [];
+      req.on("data", (c: Buffer) => chunks.push(c));
+      req.on("end", async () => {
+        const body = Buffer.concat(chunks);
+        const socket = req.socket as TLSSocket;
+        const peer = socket.getPeerCertificate?.(false);
+        const raw = peer && "raw" in peer ? (peer.raw as Buffer | undefined) : undefined;
+        const id = fake.executorId ?? /^\/v1\/executors\/([^/]+)\//.exec(req.url ?? "")?.[1] ?? "";
+        const h = (n: string) => (typeof req.headers[n] === "string" ? (req.headers[n] as string) : "");
+        const hmacOk =
+          fake.hmacKey !== undefined &&
+          verifySignature(fake.hmacKey, { method: req.method!, target: req.url!, executorId: id, timestamp: h(HEADER_TIMESTAMP), nonce: h(HEADER_NONCE), body }, h(HEADER_SIGNATURE));
+        let json: unknown;
+        try {
+          json = body.length ? JSON.parse(body.toString("utf8")) : undefined;
+        } catch {
+          json = undefined;
+        }
+        const rec: Recorded = {
+          method: req.method!, url: req.url!, headers: req.headers, body, json, hmacOk,
+          certFingerprint: raw?.length ? createHash("sha256").update(raw).digest("hex") : undefined,
+          certAuthorized: socket.authorized,
+        };
+        fake.requests.push(rec);
+        let reply: Reply;
+        try {
+          reply = await fake.handler(rec);
+        } catch (e) {
+          reply = { status: 500, body: { error: { code: "INTERNAL", message: String(e) } } };
+        }
+        if (reply.delayMs) await new Promise((r) => setTimeout(r, reply.delayMs));
+        res.writeHead(reply.status, { "content-type": "application/json", ...(reply.headers ?? {}) });
+        res.end(reply.body === undefined ? "" : JSON.stringify(reply.body));
+      });
+    },
+  );
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  fake.url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  fake.close = () =>
+    new Promise<void>((r) => {
+      server.closeAllConnections();
+      server.close(() => r());
+    });
+  return fake;
+}
+
+export const wireError = (status: number, code: string, extra: Record<string, unknown> = {}, headers?: Record<string, string>): Reply => ({
+  status,
+  body: { error: { code, message: code.toLowerCase(), ...extra } },
+  headers,
+});
