@@ -18,6 +18,8 @@ import { EnrollmentTokens } from "./domain/enrollment.ts";
 import { ExecutorJwt } from "./domain/jwt.ts";
 import { ExecutorService } from "./domain/executors.ts";
 import { RateLimiter } from "./domain/rate-limit.ts";
+import { TaskService } from "./domain/tasks.ts";
+import { SqliteTaskStore } from "./store/sqlite-task-store.ts";
 
 export interface ControllerContext {
   config: ControllerConfig;
@@ -28,6 +30,7 @@ export interface ControllerContext {
   jwt: ExecutorJwt;
   executors: ExecutorService;
   enrollment: EnrollmentTokens;
+  tasks: TaskService;
   registerLimiter: RateLimiter;
   trust(): { caCerts: X509Certificate[]; trustDomain: string };
   close(): Promise<void>;
@@ -54,8 +57,9 @@ export async function openControllerContext(
     jwtTtlSeconds: config.jwtTtlSeconds,
     heartbeatIntervalSeconds: config.heartbeatIntervalSeconds,
   });
+  const tasks = new TaskService(new SqliteTaskStore(store.db), store, executors, audit, config.heartbeatIntervalSeconds);
   return {
-    config, store, audit, ca, jwtKey, jwt, executors, caCreated: created,
+    config, store, audit, ca, jwtKey, jwt, executors, tasks, caCreated: created,
     enrollment: new EnrollmentTokens(store, audit),
     registerLimiter: new RateLimiter(config.registerBurst, config.registerPerSecond),
     trust: () => ({ caCerts, trustDomain: config.trustDomain }),

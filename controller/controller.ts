@@ -61,6 +61,7 @@ export async function startController(config: ControllerConfig): Promise<Running
   every(60_000, () => ctx.store.pruneNonces(Date.now()));
   every(60_000, () => ctx.jwt.pruneCache());
   every(config.serverCertCheckMs, renewServerCertIfDue);
+  every(config.heartbeatIntervalSeconds * 1000, () => ctx.tasks.reclaim());
 
   const address = app.server.address() as AddressInfo;
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;

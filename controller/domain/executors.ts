@@ -139,13 +139,21 @@ export class ExecutorService {
     const e = await this.mustGet(id);
     const csr = csrPem === undefined ? undefined : await this.parseCsr(csrPem, { executor_id: id, ...who });
     const epoch = await this.store.bumpEpoch(id);
+    // Re-registering is a sign of life: the executor is ready again.
+    await this.store.recordHeartbeat(id, "ready", Date.now());
     await this.hooks.onEpochBumped?.(id, epoch - 1, epoch);
     const res = await this.credentials({ ...e, epoch }, presentedFingerprint, csr, epoch, who);
     this.audit.event("executor.reregistered", { executor_id: id, old_epoch: epoch - 1, epoch, cert_rotated: csr !== undefined, ...who });
     return res;
   }
 
-  async heartbeat(auth: ExecutorAuthState, claims: ExecutorClaims, hb: HeartbeatRequest, now = Date.now()): Promise<HeartbeatResponse> {
+  async heartbeat(
+    auth: ExecutorAuthState,
+    claims: ExecutorClaims,
+    hb: HeartbeatRequest,
+    cancelLeases: string[],
+    now = Date.now(),
+  ): Promise<HeartbeatResponse> {
     await this.store.recordHeartbeat(auth.id, hb.status, now);
     return {
       server_time: rfc3339(now),
@@ -153,7 +161,7 @@ export class ExecutorService {
       jwt_renew_after: rfc3339(renewAt(claims.iat * 1000, claims.exp * 1000)),
       cert_renew_after: rfc3339(renewAt(auth.certIssuedAt, auth.certExpiresAt)),
       drain: auth.drain,
-      cancel_leases: [],
+      cancel_leases: cancelLeases,
     };
   }
 

@@ -85,3 +85,48 @@ export const heartbeatSchema = {
     },
   },
 } as const;
+
+const leaseParams = {
+  type: "object",
+  required: ["id", "lease_id"],
+  properties: { id: idParams.properties.id, lease_id: { type: "string", pattern: "^[A-Za-z0-9_-]{1,128}$" } },
+} as const;
+
+export const leasesSchema = {
+  params: idParams,
+  body: {
+    type: "object",
+    required: ["max", "wait_s"],
+    properties: { max: { type: "integer", minimum: 1, maximum: 64 }, wait_s: { type: "integer", minimum: 0, maximum: 30 } },
+  },
+  response: {
+    200: {
+      type: "object",
+      properties: {
+        leases: {
+          type: "array",
+          items: {
+            type: "object",
+            properties: { lease_id: str, task_id: str, kind: str, payload: {}, expires_at: str },
+          },
+        },
+      },
+    },
+  },
+} as const;
+
+export const leaseCompleteSchema = {
+  params: leaseParams,
+  body: { type: "object", required: ["result"], properties: { result: { type: "object" } } },
+  response: { 200: { type: "object", properties: {} } },
+} as const;
+
+export const leaseFailSchema = {
+  params: leaseParams,
+  body: {
+    type: "object",
+    required: ["error", "retryable"],
+    properties: { error: { type: "string", maxLength: 65536 }, retryable: { type: "boolean" } },
+  },
+  response: { 200: { type: "object", properties: {} } },
+} as const;

@@ -48,4 +48,33 @@ export const migrations: Migration[] = [
       CREATE INDEX nonces_expires_at ON nonces (expires_at);
     `,
   },
+  {
+    version: 3,
+    name: "tasks and their leases",
+    sql: `
+      CREATE TABLE tasks (
+        id                TEXT PRIMARY KEY,
+        kind              TEXT NOT NULL,
+        payload           TEXT NOT NULL,
+        selector          TEXT NOT NULL DEFAULT '{}',
+        timeout_s         INTEGER NOT NULL,
+        max_attempts      INTEGER NOT NULL,
+        attempts          INTEGER NOT NULL DEFAULT 0,
+        status            TEXT NOT NULL,
+        created_at        INTEGER NOT NULL,
+        updated_at        INTEGER NOT NULL,
+        finished_at       INTEGER,
+        lease_id          TEXT UNIQUE,
+        executor_id       TEXT,
+        epoch             INTEGER,
+        lease_expires_at  INTEGER,
+        cancel_requested  INTEGER NOT NULL DEFAULT 0,
+        result            TEXT,
+        error             TEXT,
+        submitted_by      TEXT
+      );
+      CREATE INDEX tasks_queue ON tasks (status, created_at);
+      CREATE INDEX tasks_executor ON tasks (executor_id, status);
+    `,
+  },
 ];
