@@ -3,13 +3,24 @@
  * heartbeat made by curl, the HMAC computed by `openssl dgst` — the docs' walk-through.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { spawnSync } from "node:child_process";
+import { spawnSync, execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startTestController, tempDir, type TestController } from "../helpers/controller.ts";
 
 const have = (cmd: string) => spawnSync("sh", ["-c", `command -v ${cmd}`]).status === 0;
 const tools = have("openssl") && have("curl") && have("jq");
+// Asynchronous on purpose: the controller runs in this process, so a synchronous spawn would block it.
+const run = async (cmd: string, args: string[]) => {
+  try {
+    const { stdout, stderr } = await promisify(execFile)(cmd, args, { encoding: "utf8", timeout: 30_000 });
+    return { status: 0, stdout, stderr };
+  } catch (e) {
+    const err = e as { code?: number; stdout?: string; stderr?: string };
+    return { status: err.code ?? 1, stdout: err.stdout ?? "", stderr: err.stderr ?? String(e) };
+  }
+};
 const script = fileURLToPath(new URL("../../docs/examples/curl-walkthrough.sh", import.meta.url));
 
 let tc: TestController;
@@ -24,7 +35,7 @@ describe.skipIf(!tools)("openssl + curl interop", () => {
   it("an `openssl req` CSR registers and curl heartbeats with it (docs/examples/curl-walkthrough.sh)", async () => {
     const token = await tc.createToken();
     const work = tempDir("tether-curl-");
-    const r = spawnSync("bash", [script, tc.url, join(tc.dataDir, "ca.pem"), token, work], { encoding: "utf8", timeout: 30_000 });
+    const r = await run("bash", [script, tc.url, join(tc.dataDir, "ca.pem"), token, work]);
     expect(r.stderr).toBe("");
     expect(r.status).toBe(0);
     const hb = JSON.parse(r.stdout);
@@ -34,7 +45,7 @@ describe.skipIf(!tools)("openssl + curl interop", () => {
   });
 
   it("curl without a client certificate is refused with 401 CERT_REQUIRED", async () => {
-    const r = spawnSync("curl", ["-sS", "--cacert", join(tc.dataDir, "ca.pem"), "-X", "POST", "-H", "content-type: application/json", "-d", "{}", `${tc.url}/v1/executors/ex_x/heartbeat`, "-w", "\\n%{http_code}"], { encoding: "utf8" });
+    const r = await run("curl", ["-sS", "--cacert", join(tc.dataDir, "ca.pem"), "-X", "POST", "-H", "content-type: application/json", "-d", "{}", `${tc.url}/v1/executors/ex_x/heartbeat`, "-w", "\\n%{http_code}"]);
     const [body, status] = r.stdout.trim().split("\n");
     expect(status).toBe("401");
     expect(JSON.parse(body!).error.code).toBe("CERT_REQUIRED");
