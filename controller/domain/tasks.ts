@@ -144,7 +144,8 @@ export class TaskService {
       const got = await this.tryLease(executorId, epoch, max);
       const remaining = deadline - Date.now();
       if (got.length > 0 || remaining <= 0 || signal?.aborted) return got;
-      await this.work.wait(Math.min(remaining, 5_000), signal);
+      // Re-check every second too: work submitted by another process (the CLI on the data dir) sends no signal here.
+      await this.work.wait(Math.min(remaining, 1_000), signal);
     }
   }
 
