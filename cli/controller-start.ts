@@ -24,7 +24,7 @@ function duration(args: ParsedArgs, name: string): number {
 export const controllerStart: Command = {
   spec: {
     name: "controller start",
-    usage: "controller start --data-dir DIR [--listen HOST:PORT] [--san NAME]… [--dev] [--cert-ttl 24h] [--jwt-ttl 15m] [--heartbeat-interval 10s]",
+    usage: "controller start --data-dir DIR [--listen HOST:PORT] [--san NAME]… [--dev] [--bench] [--cert-ttl 24h] [--jwt-ttl 15m] [--heartbeat-interval 10s]",
     summary:
       "Runs the controller. On first start it creates the CA, the JWT signing key, the server certificate and the database in --data-dir.",
     options: {
@@ -32,6 +32,10 @@ export const controllerStart: Command = {
       listen: { kind: "string", arg: "HOST:PORT", help: "address to listen on", default: "127.0.0.1:8443", env: "TETHER_LISTEN" },
       san: { kind: "list", arg: "NAME", help: "DNS name or IP for the server certificate (default: localhost, 127.0.0.1)" },
       dev: { kind: "boolean", help: "development mode: mounts POST /v1/dev/enrollment-tokens without auth (never in production)" },
+      bench: {
+        kind: "boolean",
+        help: "benchmark mode for `npm run bench`: mounts the unguarded POST /v1/bench/bare and lifts the /register rate limit; refused unless TETHER_ENV is development/test or --dev is given",
+      },
       "cert-ttl": { kind: "string", arg: "DURATION", help: "executor certificate lifetime", default: "24h" },
       "jwt-ttl": { kind: "string", arg: "DURATION", help: "executor JWT lifetime", default: "15m" },
       "heartbeat-interval": { kind: "string", arg: "DURATION", help: "heartbeat interval told to executors", default: "10s" },
@@ -44,10 +48,16 @@ export const controllerStart: Command = {
     const { host, port } = parseListen(args.strings.listen!);
     const caKeyType = args.strings["ca-key-type"];
     if (caKeyType !== "ed25519" && caKeyType !== "p256") throw new UsageError(`--ca-key-type must be ed25519 or p256`);
+    const env = resolveEnv(args.flags.dev!);
+    const bench = args.flags.bench!;
+    if (bench && env === "production") {
+      throw new UsageError("--bench is refused in production: set TETHER_ENV=development or test, or pass --dev");
+    }
     const config = defaultConfig(dataDir, {
       host, port, caKeyType,
       sans: args.lists.san!.length ? args.lists.san! : undefined,
-      env: resolveEnv(args.flags.dev!),
+      env,
+      ...(bench ? { bench, registerBurst: 1_000_000, registerPerSecond: 1_000_000 } : {}),
       certTtlSeconds: duration(args, "cert-ttl"),
       jwtTtlSeconds: duration(args, "jwt-ttl"),
       heartbeatIntervalSeconds: duration(args, "heartbeat-interval"),

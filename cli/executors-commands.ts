@@ -1,9 +1,8 @@
 import { UsageError, type ParsedArgs } from "./args.ts";
 import { info, out, type Command } from "./command.ts";
-import { dataDirOption, jsonOption, table, withDataDir } from "./data-dir.ts";
+import { jsonOption, table } from "./data-dir.ts";
+import { OPERATOR_USAGE, operatorOptions, withOperator } from "./operator-client.ts";
 import type { ExecutorView } from "../controller/domain/executors.ts";
-
-const who = () => ({ via: "cli", user: process.env.USER ?? "unknown" });
 
 function idArg(args: ParsedArgs): string {
   const id = args.positionals[0];
@@ -17,9 +16,9 @@ function printExecutor(e: ExecutorView, json: boolean): void {
 }
 
 export const executorsList: Command = {
-  spec: { name: "executors list", summary: "Lists enrolled executors with their liveness.", options: { ...dataDirOption, ...jsonOption } },
+  spec: { name: "executors list", usage: `executors list ${OPERATOR_USAGE} [--json]`, summary: "Lists enrolled executors with their liveness.", options: { ...operatorOptions, ...jsonOption } },
   async run(args) {
-    const list = await withDataDir(args, (ctx) => ctx.executors.list());
+    const list = await withOperator(args, (op) => op.listExecutors());
     if (args.flags.json) out(JSON.stringify(list, null, 2));
     else out(table(list as unknown as Record<string, unknown>[], ["id", "name", "epoch", "status", "cert_expires_at", "last_seen_at", "labels"]));
     return 0;
@@ -27,10 +26,10 @@ export const executorsList: Command = {
 };
 
 export const executorsShow: Command = {
-  spec: { name: "executors show", usage: "executors show ID --data-dir DIR [--json]", summary: "Shows one executor.", options: { ...dataDirOption, ...jsonOption }, positionals: ["ID"] },
+  spec: { name: "executors show", usage: `executors show ID ${OPERATOR_USAGE} [--json]`, summary: "Shows one executor.", options: { ...operatorOptions, ...jsonOption }, positionals: ["ID"] },
   async run(args) {
     const id = idArg(args);
-    printExecutor(await withDataDir(args, (ctx) => ctx.executors.show(id)), args.flags.json!);
+    printExecutor(await withOperator(args, (op) => op.showExecutor(id)), args.flags.json!);
     return 0;
   },
 };
@@ -38,14 +37,14 @@ export const executorsShow: Command = {
 export const executorsRevoke: Command = {
   spec: {
     name: "executors revoke",
-    usage: "executors revoke ID --data-dir DIR",
+    usage: `executors revoke ID ${OPERATOR_USAGE}`,
     summary: "Revokes an executor: its next request is refused with CERT_REVOKED and the daemon stops.",
-    options: { ...dataDirOption, ...jsonOption },
+    options: { ...operatorOptions, ...jsonOption },
     positionals: ["ID"],
   },
   async run(args) {
     const id = idArg(args);
-    const e = await withDataDir(args, (ctx) => ctx.executors.revoke(id, who()));
+    const e = await withOperator(args, (op) => op.revokeExecutor(id));
     info(`revoked executor ${id}`);
     if (args.flags.json) printExecutor(e, true);
     return 0;
@@ -55,14 +54,14 @@ export const executorsRevoke: Command = {
 export const executorsDrain: Command = {
   spec: {
     name: "executors drain",
-    usage: "executors drain ID --data-dir DIR",
+    usage: `executors drain ID ${OPERATOR_USAGE}`,
     summary: "Asks an executor to drain: it finishes its work and takes no more.",
-    options: { ...dataDirOption, ...jsonOption },
+    options: { ...operatorOptions, ...jsonOption },
     positionals: ["ID"],
   },
   async run(args) {
     const id = idArg(args);
-    const e = await withDataDir(args, (ctx) => ctx.executors.setDrain(id, true, who()));
+    const e = await withOperator(args, (op) => op.drainExecutor(id));
     info(`executor ${id} will drain`);
     if (args.flags.json) printExecutor(e, true);
     return 0;

@@ -11,6 +11,13 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   "executors show": async () => (await import("./executors-commands.ts")).executorsShow,
   "executors revoke": async () => (await import("./executors-commands.ts")).executorsRevoke,
   "executors drain": async () => (await import("./executors-commands.ts")).executorsDrain,
+  "api-token create": async () => (await import("./operator-commands.ts")).apiTokenCreate,
+  "api-token list": async () => (await import("./operator-commands.ts")).apiTokenList,
+  "api-token revoke": async () => (await import("./operator-commands.ts")).apiTokenRevoke,
+  "admin bootstrap": async () => (await import("./operator-commands.ts")).adminBootstrap,
+  login: async () => (await import("./operator-commands.ts")).login,
+  logout: async () => (await import("./operator-commands.ts")).logout,
+  "audit list": async () => (await import("./operator-commands.ts")).auditList,
   "ca show": async () => (await import("./ca-commands.ts")).caShow,
   "ca bundle": async () => (await import("./ca-commands.ts")).caBundle,
   "executor run": async () => (await import("./executor-commands.ts")).executorRun,
@@ -32,7 +39,8 @@ function topHelp(): string {
 
 export async function main(argv: string[]): Promise<number> {
   const words = argv.filter((a) => !a.startsWith("-")).slice(0, 2);
-  const name = words.length === 2 && COMMANDS[words.join(" ")] ? words.join(" ") : undefined;
+  // Two-word commands ("token create") first, then one-word ones ("login").
+  const name = words.length === 2 && COMMANDS[words.join(" ")] ? words.join(" ") : words.length >= 1 && COMMANDS[words[0]!] ? words[0] : undefined;
   if (!name) {
     if (argv.length === 0 || argv.includes("--help") || argv.includes("-h")) {
       process.stdout.write(topHelp());

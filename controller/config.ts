@@ -21,6 +21,11 @@ export interface ControllerConfig {
   registerPerSecond: number;
   /** Log level for the pino logger; "silent" in tests. */
   logLevel: string;
+  /**
+   * Benchmark mode (`controller start --bench`, development/test only): mounts the
+   * unguarded baseline route POST /v1/bench/bare. Refused in production.
+   */
+  bench?: boolean;
 }
 
 export function resolveEnv(dev: boolean, env = process.env.TETHER_ENV): TetherEnv {

@@ -15,6 +15,7 @@ import { DB_FILE, SqliteStore } from "./store/sqlite-store.ts";
 import type { Store } from "./store/types.ts";
 import { FileAudit, type Audit } from "./domain/audit.ts";
 import { EnrollmentTokens } from "./domain/enrollment.ts";
+import { ApiTokens } from "./domain/api-tokens.ts";
 import { ExecutorJwt } from "./domain/jwt.ts";
 import { ExecutorService } from "./domain/executors.ts";
 import { RateLimiter } from "./domain/rate-limit.ts";
@@ -30,6 +31,7 @@ export interface ControllerContext {
   jwt: ExecutorJwt;
   executors: ExecutorService;
   enrollment: EnrollmentTokens;
+  apiTokens: ApiTokens;
   tasks: TaskService;
   registerLimiter: RateLimiter;
   trust(): { caCerts: X509Certificate[]; trustDomain: string };
@@ -61,6 +63,7 @@ export async function openControllerContext(
   return {
     config, store, audit, ca, jwtKey, jwt, executors, tasks, caCreated: created,
     enrollment: new EnrollmentTokens(store, audit),
+    apiTokens: new ApiTokens(store, audit),
     registerLimiter: new RateLimiter(config.registerBurst, config.registerPerSecond),
     trust: () => ({ caCerts, trustDomain: config.trustDomain }),
     async close() {

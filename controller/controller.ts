@@ -9,6 +9,7 @@ import { loadOrCreateServerCert, serverCertNeedsRenewal, type ServerCredentials 
 import type { ControllerConfig } from "./config.ts";
 import { openControllerContext, type ControllerContext } from "./context.ts";
 import { buildServer, tlsContextOptions } from "./http/server.ts";
+import { SqliteStore } from "./store/sqlite-store.ts";
 
 export interface RunningController {
   url: string;
@@ -38,6 +39,13 @@ export async function startController(config: ControllerConfig): Promise<Running
   }
   if (config.env !== "production") {
     app.log.warn({ env: config.env }, "WARNING: development mode — POST /v1/dev/enrollment-tokens is mounted without authentication; never run this in production");
+  }
+  // WAL checkpoints (with their fsync) off the event loop, or heartbeats stall behind them.
+  const checkpointer = ctx.store instanceof SqliteStore
+    ? ctx.store.checkpointInBackground(500, (message) => app.log.error({ message }, "background WAL checkpoint failed"))
+    : undefined;
+  if (config.bench) {
+    app.log.warn("WARNING: bench mode — POST /v1/bench/bare is mounted without guards and the /register rate limit is lifted; benchmarks only");
   }
 
   const renewServerCertIfDue = async (): Promise<boolean> => {
@@ -80,6 +88,7 @@ export async function startController(config: ControllerConfig): Promise<Running
       closed = true;
       for (const t of timers) clearInterval(t);
       await app.close();
+      await checkpointer?.stop();
       await ctx.close();
     },
   };

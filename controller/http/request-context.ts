@@ -2,6 +2,7 @@
 import type { ClientCertIdentity } from "../../certs/client-cert.ts";
 import type { ExecutorAuthState } from "../store/types.ts";
 import type { ExecutorClaims } from "../domain/jwt.ts";
+import type { OperatorPrincipal } from "../domain/api-tokens.ts";
 
 export type Guard = "mtls" | "jwt" | "hmac";
 export type Plane = "executor" | "operator" | "public" | "dev";
@@ -21,6 +22,8 @@ declare module "fastify" {
     certIdentity?: ClientCertIdentity;
     executorAuth?: ExecutorAuthState;
     jwtClaims?: ExecutorClaims;
+    /** Operator plane: the API token that authenticated the request. */
+    operator?: OperatorPrincipal;
   }
   interface FastifyContextConfig {
     route?: RouteDeclaration;

@@ -13,9 +13,13 @@ import type { Guard, RouteDeclaration } from "./request-context.ts";
 import { requireMtls } from "./guards/mtls.ts";
 import { requireJwt } from "./guards/jwt.ts";
 import { requireHmac } from "./guards/hmac.ts";
+import { requireApiToken } from "./guards/api-token.ts";
+import { isCapability } from "../domain/capabilities.ts";
+import { operatorRoutes } from "./operator-routes.ts";
 import { executorRoutes } from "./executor-routes.ts";
 import { publicRoutes } from "./public-routes.ts";
 import { devRoutes } from "./dev-routes.ts";
+import { benchRoutes } from "./bench-routes.ts";
 
 export interface TlsMaterial {
   key: string;
@@ -34,6 +38,8 @@ export function tlsContextOptions(tls: TlsMaterial) {
 }
 
 const EXECUTOR_SCOPED = /^\/v1\/executors\/:id(\/|$)/;
+const OPERATOR_SCOPED = /^\/api(\/|$)/;
+const PLANES = new Set(["executor", "operator", "public", "dev"]);
 
 function asArray<T>(h: T | T[] | undefined): T[] {
   return h === undefined ? [] : Array.isArray(h) ? h : [h];
@@ -86,6 +92,9 @@ export function buildServer(ctx: ControllerContext, tls: TlsMaterial, opts: { lo
     const decl = (route.config as { route?: RouteDeclaration } | undefined)?.route;
     const name = `${String(route.method)} ${route.url}`;
     if (!decl) throw new Error(`route ${name} declares no plane`);
+    if (!PLANES.has(decl.plane)) throw new Error(`route ${name} declares an unknown plane "${String(decl.plane)}"`);
+    if (decl.plane !== "operator" && OPERATOR_SCOPED.test(route.url)) throw new Error(`route ${name} is under /api but not on the operator plane`);
+    if (decl.plane !== "operator" && decl.capability !== undefined) throw new Error(`route ${name} declares a capability but is not on the operator plane`);
     if (decl.plane === "executor") {
       const chain = decl.guards ?? [];
       if (EXECUTOR_SCOPED.test(route.url) && (!chain.includes("mtls") || !chain.includes("hmac"))) {
@@ -95,6 +104,15 @@ export function buildServer(ctx: ControllerContext, tls: TlsMaterial, opts: { lo
       const preValidation = chain.filter((g) => guards[g].phase === "preValidation").map((g) => guards[g].hook);
       route.onRequest = [...onRequest, ...asArray(route.onRequest)] as onRequestHookHandler[];
       route.preValidation = [...preValidation, rejectInvalidJson, ...asArray(route.preValidation)] as preValidationHookHandler[];
+    } else if (decl.plane === "operator") {
+      // Operator plane: an API token whose role holds the declared capability (controller/domain/capabilities.ts).
+      if (!route.url.startsWith("/api/v1/")) throw new Error(`operator route ${name} must live under /api/v1/`);
+      if (decl.guards?.length) throw new Error(`operator route ${name} declares executor guards`);
+      if (!isCapability(decl.capability)) {
+        throw new Error(`operator route ${name} must declare a known capability (got ${decl.capability === undefined ? "none" : `"${decl.capability}"`})`);
+      }
+      route.onRequest = [requireApiToken(ctx, decl.capability), ...asArray(route.onRequest)] as onRequestHookHandler[];
+      route.preValidation = [rejectInvalidJson, ...asArray(route.preValidation)] as preValidationHookHandler[];
     } else {
       if (EXECUTOR_SCOPED.test(route.url)) throw new Error(`route ${name} is under an executor path but not on the executor plane`);
       route.preValidation = [rejectInvalidJson, ...asArray(route.preValidation)] as preValidationHookHandler[];
@@ -125,6 +143,12 @@ export function buildServer(ctx: ControllerContext, tls: TlsMaterial, opts: { lo
 
   app.register(async (scope) => publicRoutes(scope, ctx));
   app.register(async (scope) => executorRoutes(scope, ctx));
+  app.register(async (scope) => operatorRoutes(scope, ctx));
   if (ctx.config.env !== "production") app.register(async (scope) => devRoutes(scope, ctx));
+  if (ctx.config.bench) {
+    // Bench-only baseline route: never in production, whatever the caller asked for.
+    if (ctx.config.env === "production") throw new Error("bench routes are refused in production (TETHER_ENV=development|test or --dev)");
+    app.register(async (scope) => benchRoutes(scope, ctx));
+  }
   return app as unknown as FastifyInstance;
 }

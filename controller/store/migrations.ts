@@ -49,6 +49,25 @@ export const migrations: Migration[] = [
     `,
   },
   {
+    version: 2,
+    name: "operator API tokens",
+    sql: `
+      CREATE TABLE api_tokens (
+        id            TEXT PRIMARY KEY,
+        name          TEXT NOT NULL,
+        role          TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'viewer')),
+        token_hash    TEXT NOT NULL UNIQUE,
+        created_at    INTEGER NOT NULL,
+        created_by    TEXT NOT NULL,
+        expires_at    INTEGER,
+        revoked_at    INTEGER,
+        last_used_at  INTEGER,
+        last_used_ip  TEXT
+      );
+      CREATE INDEX api_tokens_role ON api_tokens (role, revoked_at);
+    `,
+  },
+  {
     version: 3,
     name: "tasks and their leases",
     sql: `

@@ -51,6 +51,24 @@ export interface EnrollmentTokenRecord {
 
 export type TokenDenyReason = "unknown" | "expired" | "used_up" | "revoked";
 
+export type ApiTokenRole = "admin" | "operator" | "viewer";
+
+/** An operator API token (PROTOCOL §5). Only the SHA-256 of the secret is stored. */
+export interface ApiTokenRecord {
+  id: string;
+  name: string;
+  role: ApiTokenRole;
+  tokenHash: string;
+  createdAt: number;
+  /** Who minted it: `api_token:<id>`, `cli:<user>` or `bootstrap:<user>`. */
+  createdBy: string;
+  /** null: never expires. */
+  expiresAt: number | null;
+  revokedAt: number | null;
+  lastUsedAt: number | null;
+  lastUsedIp: string | null;
+}
+
 export interface NewExecutor {
   id: string;
   name: string;
@@ -89,6 +107,21 @@ export interface Store extends ReplayStore {
    * transaction: either both happen or neither.
    */
   enrollExecutor(tokenHash: string, e: NewExecutor): Promise<{ ok: true; tokenId: string } | { ok: false; reason: TokenDenyReason }>;
+
+  // operator API tokens
+  /**
+   * Inserts the token. With `onlyIfNoActiveAdmin`, atomically (one write
+   * transaction) refuses — returns false — when an unrevoked, unexpired admin token
+   * exists at `t.createdAt`: two concurrent bootstraps produce one admin token.
+   */
+  insertApiToken(t: ApiTokenRecord, opts?: { onlyIfNoActiveAdmin?: boolean }): Promise<boolean>;
+  getApiTokenByHash(tokenHash: string): Promise<ApiTokenRecord | undefined>;
+  getApiToken(id: string): Promise<ApiTokenRecord | undefined>;
+  listApiTokens(): Promise<ApiTokenRecord[]>;
+  /** false when unknown or already revoked. */
+  revokeApiToken(id: string, now: number): Promise<boolean>;
+  /** Records a use; returns the address of the previous use (null on the first one). */
+  touchApiToken(id: string, ip: string, now: number): Promise<{ previousIp: string | null }>;
 
   // executors
   getExecutor(id: string): Promise<ExecutorRecord | undefined>;

@@ -1,0 +1,200 @@
+/**
+ * Operator access: `tether admin bootstrap` (the first admin API token, on the
+ * controller host), `tether login` / `tether logout`, `tether api-token
+ * create|list|revoke` and `tether audit list`.
+ */
+import { resolve } from "node:path";
+import { parseDuration } from "../shared/duration.ts";
+import { readFileSync } from "node:fs";
+import { requireString, UsageError, type ParsedArgs } from "./args.ts";
+import { info, out, type Command } from "./command.ts";
+import { dataDirOption, jsonOption, table, withDataDir } from "./data-dir.ts";
+import { loginPath, readLogin, removeLogin, saveLogin } from "./login-store.ts";
+import { normalizeUrl, OPERATOR_USAGE, operatorOptions, readCaFile, RemoteOperatorClient, withOperator } from "./operator-client.ts";
+import { ROLES } from "../controller/domain/capabilities.ts";
+import { AUDIT_MAX_LIMIT } from "../controller/domain/audit-reader.ts";
+
+const user = () => process.env.USER ?? process.env.LOGNAME ?? "unknown";
+
+function ttlSeconds(args: ParsedArgs): number | undefined {
+  const text = args.strings.ttl;
+  if (text === undefined) return undefined;
+  try {
+    return parseDuration(text);
+  } catch (e) {
+    throw new UsageError(`--ttl: ${(e as Error).message}`);
+  }
+}
+
+function idArg(args: ParsedArgs, what: string): string {
+  const id = args.positionals[0];
+  if (!id) throw new UsageError(`the ${what} ID is required`);
+  return id;
+}
+
+export const adminBootstrap: Command = {
+  spec: {
+    name: "admin bootstrap",
+    usage: "admin bootstrap --data-dir DIR [--name NAME] [--ttl DURATION]",
+    summary:
+      "Creates the first admin API token and prints it alone on stdout (shown once; only its hash is stored). " +
+      "Runs on the controller host against its data dir, and refuses while an active admin token exists.",
+    options: {
+      ...dataDirOption,
+      name: { kind: "string", arg: "NAME", help: "a name for the token", default: "bootstrap-admin" },
+      ttl: { kind: "string", arg: "DURATION", help: "expire the token after this long (default: no expiry)" },
+    },
+  },
+  async run(args) {
+    const ttl = ttlSeconds(args);
+    const created = await withDataDir(args, (ctx) =>
+      ctx.apiTokens.bootstrap({ name: args.strings.name, ttlSeconds: ttl }, `cli:${user()}`, { via: "cli", user: user() }),
+    );
+    if (!created) {
+      throw new Error("refused: an active admin API token already exists (an admin can mint more with: tether api-token create)");
+    }
+    info(`admin API token ${created.id} (${created.name})${created.expires_at ? ` expires ${created.expires_at}` : ", no expiry"} — store it now, it is not shown again`);
+    out(created.token);
+    return 0;
+  },
+};
+
+export const login: Command = {
+  spec: {
+    name: "login",
+    usage: "login --url URL (--token TOKEN | --token-file FILE) [--ca-file FILE]",
+    summary:
+      "Checks an API token against the controller and, only when it works, saves {url, token, ca_file} (0600) " +
+      "for later commands; a failing login never replaces a saved one. Config dir: $TETHER_CONFIG_DIR, else " +
+      "$XDG_CONFIG_HOME/tether, else ~/.config/tether.",
+    options: {
+      url: { kind: "string", arg: "URL", help: "the controller, e.g. https://controller:8443", env: "TETHER_URL" },
+      token: { kind: "string", arg: "TOKEN", help: "the API token (tet_pat_…; prefer --token-file: argv is visible to other users)", env: "TETHER_TOKEN" },
+      "token-file": { kind: "string", arg: "FILE", help: "file holding the API token ('-' for stdin); wins over --token" },
+      "ca-file": { kind: "string", arg: "FILE", help: "the controller's CA bundle (its ca.pem; default: the system's trust store)", env: "TETHER_CA_FILE" },
+    },
+  },
+  async run(args) {
+    const url = normalizeUrl(requireString(args, "url"));
+    const tokenFile = args.strings["token-file"];
+    let token = args.strings.token;
+    if (tokenFile !== undefined) {
+      token = readFileSync(tokenFile === "-" ? 0 : resolve(tokenFile), "utf8").trim();
+    }
+    if (!token) throw new UsageError("--token (or --token-file, or TETHER_TOKEN) is required");
+    const caFile = args.strings["ca-file"] ? resolve(args.strings["ca-file"]) : null;
+    const client = new RemoteOperatorClient(url, token, caFile ? readCaFile(caFile) : undefined);
+    let me;
+    try {
+      me = await client.whoami();
+    } catch (e) {
+      const kept = safeReadLogin();
+      throw new Error(`login failed, nothing saved${kept ? ` (kept the login for ${kept.url})` : ""}: ${(e as Error).message}`);
+    } finally {
+      await client.close();
+    }
+    const path = loginPath();
+    saveLogin({ url, token, ca_file: caFile, token_id: me.id, name: me.name, role: me.role, saved_at: new Date().toISOString() }, path);
+    info(`logged in to ${url} as ${me.name} (${me.role}, ${me.id}${me.expires_at ? `, expires ${me.expires_at}` : ""}); saved to ${path}`);
+    return 0;
+  },
+};
+
+function safeReadLogin() {
+  try {
+    return readLogin();
+  } catch {
+    return undefined;
+  }
+}
+
+export const logout: Command = {
+  spec: { name: "logout", summary: "Forgets the saved login (it does not revoke the token: use tether api-token revoke).", options: {} },
+  async run() {
+    const path = loginPath();
+    info(removeLogin(path) ? `removed ${path}` : "no saved login");
+    return 0;
+  },
+};
+
+export const apiTokenCreate: Command = {
+  spec: {
+    name: "api-token create",
+    usage: `api-token create --name NAME --role ${ROLES.join("|")} [--ttl DURATION] ${OPERATOR_USAGE}`,
+    summary: "Creates an operator API token and prints it alone on stdout (shown once; only its hash is stored). Needs an admin.",
+    options: {
+      ...operatorOptions,
+      name: { kind: "string", arg: "NAME", help: "what the token is for (shown in lists and in the audit log)" },
+      role: { kind: "string", arg: "ROLE", help: `${ROLES.join(", ")}` },
+      ttl: { kind: "string", arg: "DURATION", help: "expire the token after this long, e.g. 90d (default: no expiry)" },
+    },
+  },
+  async run(args) {
+    const name = requireString(args, "name");
+    const role = requireString(args, "role");
+    if (!(ROLES as readonly string[]).includes(role)) throw new UsageError(`--role must be one of ${ROLES.join(", ")}`);
+    const ttl = ttlSeconds(args);
+    const created = await withOperator(args, (op) => op.createApiToken({ name, role, ...(ttl !== undefined ? { ttl_s: ttl } : {}) }));
+    info(`API token ${created.id} (${created.name}, ${created.role})${created.expires_at ? ` expires ${created.expires_at}` : ", no expiry"}`);
+    out(created.token);
+    return 0;
+  },
+};
+
+export const apiTokenList: Command = {
+  spec: {
+    name: "api-token list",
+    usage: `api-token list ${OPERATOR_USAGE} [--json]`,
+    summary: "Lists operator API tokens (never their secrets). Needs an admin.",
+    options: { ...operatorOptions, ...jsonOption },
+  },
+  async run(args) {
+    const tokens = await withOperator(args, (op) => op.listApiTokens());
+    if (args.flags.json) out(JSON.stringify(tokens, null, 2));
+    else out(table(tokens as unknown as Record<string, unknown>[], ["id", "name", "role", "state", "expires_at", "last_used_at", "last_used_ip"]));
+    return 0;
+  },
+};
+
+export const apiTokenRevoke: Command = {
+  spec: {
+    name: "api-token revoke",
+    usage: `api-token revoke ID ${OPERATOR_USAGE}`,
+    summary: "Revokes an operator API token: its very next request is refused. Needs an admin.",
+    options: { ...operatorOptions },
+    positionals: ["ID"],
+  },
+  async run(args) {
+    const id = idArg(args, "API token");
+    await withOperator(args, (op) => op.revokeApiToken(id));
+    info(`revoked API token ${id}`);
+    return 0;
+  },
+};
+
+export const auditList: Command = {
+  spec: {
+    name: "audit list",
+    usage: `audit list [--since TIME|DURATION] [--limit N] ${OPERATOR_USAGE} [--json]`,
+    summary: "Prints the newest audit events (one JSON object per line, newest last). Needs an admin.",
+    options: {
+      ...operatorOptions,
+      ...jsonOption,
+      since: { kind: "string", arg: "TIME", help: "only events at or after this RFC 3339 time, or this long ago (e.g. 1h)" },
+      limit: { kind: "string", arg: "N", help: `at most this many events (1–${AUDIT_MAX_LIMIT})`, default: "100" },
+    },
+  },
+  async run(args) {
+    const limit = Number(args.strings.limit);
+    if (!/^\d+$/.test(args.strings.limit!) || limit < 1 || limit > AUDIT_MAX_LIMIT) throw new UsageError(`--limit must be a whole number from 1 to ${AUDIT_MAX_LIMIT}`);
+    let since = args.strings.since;
+    if (since !== undefined) {
+      if (/^\d+[smhd]?$/.test(since.trim())) since = new Date(Date.now() - parseDuration(since) * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
+      else if (!Number.isFinite(Date.parse(since))) throw new UsageError(`--since expects an RFC 3339 time or a duration, got "${since}"`);
+    }
+    const events = await withOperator(args, (op) => op.audit({ since, limit }));
+    if (args.flags.json) out(JSON.stringify(events, null, 2));
+    else if (events.length) out(events.map((e) => JSON.stringify(e)).join("\n"));
+    return 0;
+  },
+};
