@@ -18,6 +18,8 @@ import type { ApiTokenView, CreatedApiToken } from "../controller/domain/api-tok
 import type { Capability, Role } from "../controller/domain/capabilities.ts";
 import { capabilitiesOf } from "../controller/domain/capabilities.ts";
 import { readAuditEvents, type AuditEvent } from "../controller/domain/audit-reader.ts";
+import type { SubmitTask, TaskView } from "../controller/domain/tasks.ts";
+import type { TaskStatus } from "../controller/store/task-types.ts";
 
 export interface WhoAmI {
   id: string;
@@ -49,6 +51,10 @@ export interface OperatorClient {
   listApiTokens(): Promise<ApiTokenView[]>;
   revokeApiToken(id: string): Promise<void>;
   audit(q: { since?: string; limit?: number }): Promise<AuditEvent[]>;
+  submitTask(req: SubmitTask): Promise<TaskView>;
+  listTasks(q: { status?: TaskStatus; limit?: number }): Promise<TaskView[]>;
+  showTask(id: string): Promise<TaskView>;
+  cancelTask(id: string): Promise<TaskView>;
 }
 
 // ---------------------------------------------------------------- local
@@ -99,6 +105,18 @@ export class LocalOperatorClient implements OperatorClient {
   }
   audit(q: { since?: string; limit?: number }) {
     return readAuditEvents(this.ctx.config.dataDir, { since: q.since === undefined ? undefined : Date.parse(q.since), limit: q.limit });
+  }
+  submitTask(req: SubmitTask) {
+    return this.ctx.tasks.submit(req, this.who);
+  }
+  listTasks(q: { status?: TaskStatus; limit?: number }) {
+    return this.ctx.tasks.list(q.status, q.limit);
+  }
+  showTask(id: string) {
+    return this.ctx.tasks.show(id);
+  }
+  cancelTask(id: string) {
+    return this.ctx.tasks.cancel(id, this.who);
   }
 }
 
@@ -227,6 +245,22 @@ export class RemoteOperatorClient implements OperatorClient {
     if (q.limit !== undefined) qs.set("limit", String(q.limit));
     const suffix = qs.size ? `?${qs}` : "";
     return (await this.call<{ events: AuditEvent[] }>("GET", `/api/v1/audit${suffix}`)).events;
+  }
+
+  submitTask(req: SubmitTask) {
+    return this.call<TaskView>("POST", "/api/v1/tasks", req);
+  }
+  async listTasks(q: { status?: TaskStatus; limit?: number }) {
+    const qs = new URLSearchParams();
+    if (q.status !== undefined) qs.set("status", q.status);
+    if (q.limit !== undefined) qs.set("limit", String(q.limit));
+    return (await this.call<{ tasks: TaskView[] }>("GET", `/api/v1/tasks${qs.size ? `?${qs}` : ""}`)).tasks;
+  }
+  showTask(id: string) {
+    return this.call<TaskView>("GET", `/api/v1/tasks/${encodeURIComponent(id)}`);
+  }
+  cancelTask(id: string) {
+    return this.call<TaskView>("POST", `/api/v1/tasks/${encodeURIComponent(id)}/cancel`, {});
   }
 
   close(): Promise<void> {

@@ -102,11 +102,12 @@ export class TaskService {
     return 6 * this.heartbeatIntervalSeconds * 1000;
   }
 
-  async submit(req: SubmitTask, who: AuditFields & { actor?: string }): Promise<TaskView> {
+  async submit(req: SubmitTask, who: AuditFields): Promise<TaskView> {
+    validatePayload(req.kind, req.payload);
     const t = await this.tasks.insertTask({
       id: "task_" + randomB64u(12), kind: req.kind, payload: req.payload ?? null, selector: req.selector ?? {},
       timeoutS: req.timeout_s ?? DEFAULT_TASK_TIMEOUT_S, maxAttempts: req.max_attempts ?? DEFAULT_MAX_ATTEMPTS,
-      submittedBy: typeof who.actor === "string" ? who.actor : null, now: Date.now(),
+      submittedBy: submitter(who), now: Date.now(),
     });
     this.audit.event("task.submitted", { task_id: t.id, kind: t.kind, ...who });
     this.work.notify();
@@ -199,6 +200,23 @@ export class TaskService {
     this.audit.event("leases.requeued", { executor_id: executorId, count: n, reason: why });
     this.work.notify();
   }
+}
+
+/** Built-in kinds are checked at submission, so a malformed task fails fast instead of on an executor. */
+function validatePayload(kind: string, payload: unknown): void {
+  if (kind !== "command") return;
+  const argv = (payload as { argv?: unknown } | null)?.argv;
+  if (!Array.isArray(argv) || argv.length === 0 || argv.length > 1024 || !argv.every((a) => typeof a === "string" && a.length <= 65536)) {
+    throw new TetherError(400, ErrorCode.INVALID_REQUEST, 'a "command" task needs payload.argv: a non-empty array of strings');
+  }
+  if (argv[0] === "") throw new TetherError(400, ErrorCode.INVALID_REQUEST, "payload.argv[0] must name a command");
+}
+
+function submitter(who: AuditFields): string | null {
+  const a = who.actor as { type?: string; name?: string } | string | undefined;
+  if (typeof a === "string") return a;
+  if (a && typeof a === "object") return `${a.type ?? "token"}:${a.name ?? "?"}`;
+  return typeof who.user === "string" ? `cli:${who.user}` : typeof who.via === "string" ? who.via : null;
 }
 
 function staleLease(leaseId: string): TetherError {

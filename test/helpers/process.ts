@@ -1,13 +1,22 @@
 /** Runs the real `tether` CLI as a child process. */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+/** A developer's own saved login or TETHER_* variables must never leak into a test. */
+const isolated: NodeJS.ProcessEnv = {
+  TETHER_CONFIG_DIR: mkdtempSync(join(tmpdir(), "tether-cfg-")),
+  TETHER_TOKEN: "", TETHER_URL: "", TETHER_CA_FILE: "", TETHER_DATA_DIR: "", TETHER_ENV: "", TETHER_LISTEN: "",
+};
 
 export const TETHER_BIN = fileURLToPath(new URL("../../bin/tether.mjs", import.meta.url));
 
 export function tether(args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {}) {
   const r = spawnSync(process.execPath, [TETHER_BIN, ...args], {
     encoding: "utf8",
-    env: { ...process.env, ...opts.env },
+    env: { ...process.env, ...isolated, ...opts.env },
     input: opts.input,
     timeout: opts.timeoutMs ?? 30_000,
   });
@@ -25,7 +34,7 @@ export interface Spawned {
 }
 
 export function spawnTether(args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): Spawned {
-  const child = spawn(process.execPath, [TETHER_BIN, ...args], { env: { ...process.env, ...opts.env }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [TETHER_BIN, ...args], { env: { ...process.env, ...isolated, ...opts.env }, stdio: ["ignore", "pipe", "pipe"] });
   let err = "";
   let out = "";
   child.stderr!.on("data", (d) => (err += d));

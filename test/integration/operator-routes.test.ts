@@ -108,6 +108,7 @@ describe("the route table", () => {
       "GET /api/v1/executors", "GET /api/v1/executors/:id", "POST /api/v1/executors/:id/revoke", "POST /api/v1/executors/:id/drain",
       "POST /api/v1/tokens", "GET /api/v1/tokens", "DELETE /api/v1/tokens/:id", "GET /api/v1/audit", "GET /api/v1/whoami",
       "HEAD /api/v1/executors",
+      "POST /api/v1/tasks", "GET /api/v1/tasks", "GET /api/v1/tasks/:id", "POST /api/v1/tasks/:id/cancel",
     ]) {
       expect(ops.has(r), r).toBe(true);
     }

@@ -1,0 +1,76 @@
+/** Tasks on the operator plane (PROTOCOL §5): submit, list, show, cancel. */
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import type { ControllerContext } from "../context.ts";
+import { operatorActor } from "../domain/api-tokens.ts";
+import type { Capability } from "../domain/capabilities.ts";
+import type { SubmitTask } from "../domain/tasks.ts";
+import type { TaskStatus } from "../store/task-types.ts";
+
+const route = (capability: Capability) => ({ route: { plane: "operator" as const, capability } });
+const who = (request: FastifyRequest) => ({ ...operatorActor(request.operator!), source: request.ip });
+const idOf = (request: FastifyRequest) => (request.params as { id: string }).id;
+
+const str = { type: "string" } as const;
+const int = { type: "integer" } as const;
+const nullable = (t: string) => ({ type: [t, "null"] }) as const;
+const taskView = {
+  type: "object",
+  properties: {
+    id: str, kind: str, payload: {}, selector: { type: "object", additionalProperties: str }, status: str,
+    attempts: int, max_attempts: int, timeout_s: int, created_at: str, updated_at: str,
+    finished_at: nullable("string"), executor_id: nullable("string"), lease_expires_at: nullable("string"),
+    result: { type: ["object", "null"], additionalProperties: true }, error: nullable("string"),
+  },
+} as const;
+const idParams = { type: "object", required: ["id"], properties: { id: { type: "string", pattern: "^[A-Za-z0-9_-]{1,64}$" } } } as const;
+const STATUSES = ["queued", "leased", "succeeded", "failed", "cancelled"];
+
+export const submitTaskSchema = {
+  body: {
+    type: "object",
+    required: ["kind", "payload"],
+    properties: {
+      kind: { type: "string", pattern: "^[a-z][a-z0-9_.-]{0,63}$" },
+      payload: {},
+      selector: { type: "object", maxProperties: 64, additionalProperties: { type: "string", maxLength: 256 } },
+      timeout_s: { type: "integer", minimum: 1, maximum: 7 * 86400 },
+      max_attempts: { type: "integer", minimum: 1, maximum: 100 },
+    },
+  },
+  response: { 201: taskView },
+} as const;
+
+export async function taskRoutes(app: FastifyInstance, ctx: ControllerContext): Promise<void> {
+  app.post("/api/v1/tasks", { config: route("tasks:write"), schema: submitTaskSchema }, async (request, reply) =>
+    reply.code(201).send(await ctx.tasks.submit(request.body as SubmitTask, who(request))),
+  );
+
+  app.get(
+    "/api/v1/tasks",
+    {
+      config: route("tasks:read"),
+      schema: {
+        querystring: {
+          type: "object",
+          properties: { status: { type: "string", enum: STATUSES }, limit: { type: "string", pattern: "^[0-9]{1,4}$" } },
+        },
+        response: { 200: { type: "object", properties: { tasks: { type: "array", items: taskView } } } },
+      },
+    },
+    async (request) => {
+      const q = request.query as { status?: TaskStatus; limit?: string };
+      const limit = Math.min(Math.max(Number(q.limit ?? 100), 1), 1000);
+      return { tasks: await ctx.tasks.list(q.status, limit) };
+    },
+  );
+
+  app.get("/api/v1/tasks/:id", { config: route("tasks:read"), schema: { params: idParams, response: { 200: taskView } } }, async (request) =>
+    ctx.tasks.show(idOf(request)),
+  );
+
+  app.post(
+    "/api/v1/tasks/:id/cancel",
+    { config: route("tasks:write"), schema: { params: idParams, body: { anyOf: [{ type: "null" }, { type: "object" }] }, response: { 200: taskView } } },
+    async (request) => ctx.tasks.cancel(idOf(request), who(request)),
+  );
+}
