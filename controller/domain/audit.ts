@@ -17,7 +17,8 @@ export function redact(fields: AuditFields): AuditFields {
   const out: AuditFields = {};
   for (const [k, v] of Object.entries(fields)) {
     if (SECRET_FIELD.test(k) && !SAFE_FIELDS.has(k)) out[k] = "[REDACTED]";
-    else if (v && typeof v === "object" && !Array.isArray(v)) out[k] = redact(v as AuditFields);
+    else if (Array.isArray(v)) out[k] = v.map((x) => (x && typeof x === "object" && !Array.isArray(x) ? redact(x as AuditFields) : x));
+    else if (v && typeof v === "object") out[k] = redact(v as AuditFields);
     else out[k] = v;
   }
   return out;

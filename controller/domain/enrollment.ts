@@ -1,6 +1,7 @@
 /** Enrollment tokens (PROTOCOL §3.1): created, listed, revoked; stored only as hashes. */
 import { randomB64u, sha256Hex } from "../../shared/random.ts";
 import { rfc3339 } from "../../shared/time.ts";
+import { TetherError, ErrorCode } from "../../shared/errors.ts";
 import type { Store } from "../store/types.ts";
 import type { Audit, AuditFields } from "./audit.ts";
 
@@ -37,8 +38,8 @@ export class EnrollmentTokens {
   async create(req: CreateEnrollmentToken, who: AuditFields): Promise<{ id: string; token: string; expires_at: string; max_uses: number }> {
     const ttl = req.ttlSeconds ?? 3600;
     const maxUses = req.maxUses ?? 1;
-    if (!Number.isInteger(ttl) || ttl < 1 || ttl > 365 * 86400) throw new RangeError("ttl must be between 1 s and 365 d");
-    if (!Number.isInteger(maxUses) || maxUses < 1 || maxUses > 1_000_000) throw new RangeError("max uses must be between 1 and 1000000");
+    if (!Number.isInteger(ttl) || ttl < 1 || ttl > 365 * 86400) throw new TetherError(400, ErrorCode.INVALID_REQUEST, "ttl must be between 1 s and 365 d");
+    if (!Number.isInteger(maxUses) || maxUses < 1 || maxUses > 1_000_000) throw new TetherError(400, ErrorCode.INVALID_REQUEST, "max uses must be between 1 and 1000000");
     const token = ENROLLMENT_TOKEN_PREFIX + randomB64u(32);
     const id = "enr_" + randomB64u(9);
     const now = Date.now();

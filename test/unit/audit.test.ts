@@ -9,6 +9,9 @@ describe("audit", () => {
     const r = redact({ token: "tet_enr_x", token_id: "enr_1", hmac_key: "k", nested: { authorization: "Bearer x", ok: 1 }, source: "1.2.3.4" });
     expect(r).toEqual({ token: "[REDACTED]", token_id: "enr_1", hmac_key: "[REDACTED]", nested: { authorization: "[REDACTED]", ok: 1 }, source: "1.2.3.4" });
   });
+  it("redacts inside arrays of objects too", () => {
+    expect(redact({ items: [{ jwt: "x", id: 1 }, "plain"] })).toEqual({ items: [{ jwt: "[REDACTED]", id: 1 }, "plain"] });
+  });
   it("writes one JSON line per event to a 0600 file", () => {
     const dir = mkdtempSync(join(tmpdir(), "audit-"));
     const a = new FileAudit(dir, "test");
