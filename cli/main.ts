@@ -42,15 +42,26 @@ function topHelp(): string {
   ].join("\n");
 }
 
+/** Finds the command words wherever they stand, so options may come before them. */
+function findCommand(argv: string[]): { name: string; at: number } | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === "--") break;
+    if (argv[i]!.startsWith("-")) continue;
+    const two = `${argv[i]} ${argv[i + 1] ?? ""}`;
+    if (COMMANDS[two]) return { name: two, at: i };
+    if (COMMANDS[argv[i]!]) return { name: argv[i]!, at: i };
+  }
+  return undefined;
+}
+
 export async function main(argv: string[]): Promise<number> {
-  const words = argv.filter((a) => !a.startsWith("-")).slice(0, 2);
-  // Two-word commands ("token create") first, then one-word ones ("login").
-  const name = words.length === 2 && COMMANDS[words.join(" ")] ? words.join(" ") : words.length >= 1 && COMMANDS[words[0]!] ? words[0] : undefined;
-  if (!name) {
+  const found = findCommand(argv);
+  if (!found) {
     if (argv.length === 0 || argv.includes("--help") || argv.includes("-h")) {
       process.stdout.write(topHelp());
       return argv.length === 0 ? 2 : 0;
     }
+    const words = argv.filter((a) => !a.startsWith("-")).slice(0, 2);
     const group = Object.keys(COMMANDS).filter((n) => n.startsWith(`${words[0]} `));
     process.stderr.write(
       group.length
@@ -59,8 +70,9 @@ export async function main(argv: string[]): Promise<number> {
     );
     return 2;
   }
+  const { name } = found;
   const rest = [...argv];
-  for (const w of name.split(" ")) rest.splice(rest.indexOf(w), 1);
+  rest.splice(found.at, name.split(" ").length);
   const command = await COMMANDS[name]!();
   try {
     const args = parseArgs(command.spec, rest);
