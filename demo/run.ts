@@ -133,11 +133,12 @@ async function main(): Promise<number> {
           say(`kill -9 ${killed.name} while it runs work: its leases come back after 6 missed heartbeats`);
         }
       }
-      if (killed && !restarted && (counts.succeeded ?? 0) >= Math.ceil(TASKS * 0.75)) {
+      const victim = killed && execs.find((e) => e.name === killed!.name);
+      if (killed && !restarted && victim?.status === "offline") {
         restarted = true;
         const p = run(killed.argv);
         procs.push(p);
-        say(`restarting ${killed.name} on its state dir, without a token: it re-registers (epoch + 1)`);
+        say(`${killed.name} is offline: its leases went back to the queue; restarting it on its state dir without a token (epoch + 1)`);
       }
       if (tasks.every((t) => t.status === "succeeded" || t.status === "failed" || t.status === "cancelled")) break;
       await sleep(500);
