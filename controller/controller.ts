@@ -87,6 +87,7 @@ export async function startController(config: ControllerConfig): Promise<Running
       if (closed) return;
       closed = true;
       for (const t of timers) clearInterval(t);
+      ctx.tasks.shutdown();
       await app.close();
       await checkpointer?.stop();
       await ctx.close();

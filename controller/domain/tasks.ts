@@ -77,6 +77,7 @@ export function taskView(t: TaskRecord): TaskView {
 
 export class TaskService {
   private readonly work = new WorkSignal();
+  private closing = false;
 
   constructor(
     private readonly tasks: TaskStore,
@@ -87,14 +88,20 @@ export class TaskService {
   ) {
     executors.hooks = {
       onEpochBumped: async (id, _old, newEpoch) => {
-        const n = await this.tasks.requeueExecutorLeases(id, "attempts exhausted; executor restarted", Date.now(), newEpoch);
+        const n = await this.tasks.requeueExecutorLeases(id, `lease lost: executor re-registered (epoch ${newEpoch})`, Date.now(), newEpoch);
         if (n) this.requeued(id, n, "reregistered");
       },
       onRevoked: async (id) => {
-        const n = await this.tasks.requeueExecutorLeases(id, "attempts exhausted; executor revoked", Date.now());
+        const n = await this.tasks.requeueExecutorLeases(id, "lease lost: executor revoked", Date.now());
         if (n) this.requeued(id, n, "revoked");
       },
     };
+  }
+
+  /** Ends every waiting long poll now (empty), so a shutdown does not wait for them. */
+  shutdown(): void {
+    this.closing = true;
+    this.work.notify();
   }
 
   /** A lease lives this long unless a heartbeat that lists it extends it. */
@@ -142,9 +149,11 @@ export class TaskService {
   async lease(executorId: string, epoch: number, max: number, waitS: number, signal?: AbortSignal): Promise<Lease[]> {
     const deadline = Date.now() + waitS * 1000;
     for (;;) {
+      // Never hand work to an executor that has gone away, or while shutting down.
+      if (signal?.aborted || this.closing) return [];
       const got = await this.tryLease(executorId, epoch, max);
       const remaining = deadline - Date.now();
-      if (got.length > 0 || remaining <= 0 || signal?.aborted) return got;
+      if (got.length > 0 || remaining <= 0) return got;
       // Re-check every second too: work submitted by another process (the CLI on the data dir) sends no signal here.
       await this.work.wait(Math.min(remaining, 1_000), signal);
     }

@@ -36,7 +36,7 @@ export class SqliteTaskStore implements TaskStore {
     // A lease that goes back: queued again, or failed once its attempts are used up.
     const requeueSet = `
       status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
-      error = CASE WHEN attempts >= max_attempts THEN @reason ELSE error END,
+      error = CASE WHEN attempts >= max_attempts THEN 'attempts exhausted; last error: ' || @reason ELSE @reason END,
       finished_at = CASE WHEN attempts >= max_attempts THEN @now ELSE NULL END,
       lease_id = NULL, executor_id = NULL, epoch = NULL, lease_expires_at = NULL, updated_at = @now`;
     this.s = {
@@ -122,7 +122,7 @@ export class SqliteTaskStore implements TaskStore {
 
   async failLease(leaseId: string, executorId: string, epoch: number, error: string, retryable: boolean, now: number): Promise<LeaseOutcome> {
     const changes = retryable
-      ? this.s.failRetry!.run({ leaseId, executorId, epoch, reason: `attempts exhausted; last error: ${error}`, now }).changes
+      ? this.s.failRetry!.run({ leaseId, executorId, epoch, reason: error, now }).changes
       : this.s.failFinal!.run({ leaseId, executorId, epoch, error, now }).changes;
     return changes === 1 ? "ok" : "stale";
   }
@@ -150,7 +150,7 @@ export class SqliteTaskStore implements TaskStore {
       let requeued = 0;
       let failed = 0;
       for (const r of rows) {
-        const out = this.s.requeueOne!.get({ id: r.id, now, reason: "attempts exhausted; last attempt lost with its executor" }) as { status: string } | undefined;
+        const out = this.s.requeueOne!.get({ id: r.id, now, reason: "lease lost: its executor went offline or the lease expired" }) as { status: string } | undefined;
         if (out?.status === "queued") requeued++;
         else if (out?.status === "failed") failed++;
       }

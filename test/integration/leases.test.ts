@@ -180,4 +180,17 @@ describe("leases", () => {
       expect([r.status, code(r)]).toEqual([400, "INVALID_REQUEST"]);
     }
   });
+
+  it("a controller shutdown ends waiting long polls at once instead of waiting for them", async () => {
+    const own = await startTestController();
+    const e = await register(own.url, own.caPem, await own.createToken());
+    const pending = executorCall(e, "POST", `/v1/executors/${e.id}/leases`, { max: 1, wait_s: 30 });
+    await new Promise((r) => setTimeout(r, 300));
+    const started = Date.now();
+    await own.close();
+    expect(Date.now() - started).toBeLessThan(5000);
+    const r = await pending.catch(() => undefined);
+    if (r) expect(r.status === 200 ? r.json.leases : []).toEqual([]);
+    await e.client.close();
+  });
 });
