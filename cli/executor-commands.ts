@@ -10,6 +10,8 @@ import { ExecutorDaemon, tokenFileReader } from "../executor/daemon.ts";
 import { ExitCode } from "../executor/exit-codes.ts";
 import { createLogger } from "../executor/logger.ts";
 import { readStatus } from "../executor/status.ts";
+import { allowedNameProblem, CommandHandler, RUNS_ANYTHING } from "../executor/handlers/command.ts";
+import { LeaseWorkSource } from "../executor/leases.ts";
 
 const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
 
@@ -62,6 +64,7 @@ export const executorRun: Command = {
       "Runs the executor daemon. First start: generates a key, sends a CSR and registers with the enrollment token. " +
       "Later starts: reuses the identity in --state-dir and re-registers (epoch + 1) without a token. " +
       "Renews the JWT and the certificate (fresh key) at ~2/3 of their lifetimes, drains on SIGTERM. " +
+      "Runs `command` tasks whose argv[0] was allowed with --allow-command (without any, it takes no tasks). " +
       "Exit codes: 0 stopped, 1 error, 2 usage, 3 revoked, 4 identity expired/rejected (re-enroll), 5 enrollment failed.",
     options: {
       controller: { kind: "string", arg: "URL", help: "the controller, e.g. https://controller:8443", env: "TETHER_CONTROLLER" },
@@ -72,7 +75,11 @@ export const executorRun: Command = {
       name: { kind: "string", arg: "NAME", help: "executor name shown to operators (≤ 64 chars, at enrollment)" },
       label: { kind: "list", arg: "k=v", help: "label sent at enrollment (used by task selectors)" },
       capacity: { kind: "string", arg: "N", help: "how many tasks may run at once", default: "1" },
-      "allow-command": { kind: "list", arg: "NAME", help: "argv[0] a command task may run (no shell)" },
+      "allow-command": {
+        kind: "list",
+        arg: "NAME",
+        help: "argv[0] a command task may run, matched exactly: a bare name (looked up in PATH) or an absolute path; no shell (docs/handlers.md)",
+      },
       "key-type": { kind: "string", arg: "TYPE", help: `private key type: ${KEY_TYPES.join(", ")}`, default: "ed25519" },
       "drain-timeout": { kind: "string", arg: "DURATION", help: "on SIGTERM, how long running work may take before it is handed back", default: "60s" },
       "log-level": { kind: "string", arg: "LEVEL", help: LOG_LEVELS.join(", "), default: "info", env: "TETHER_LOG_LEVEL" },
@@ -92,6 +99,11 @@ export const executorRun: Command = {
     if (name !== undefined && (name.length < 1 || name.length > 64)) throw new UsageError("--name must be 1 to 64 characters");
     const drainTimeoutMs = durationMs(args, "drain-timeout");
     if (args.strings.token !== undefined && args.strings["token-file"] !== undefined) throw new UsageError("give either --token or --token-file, not both");
+    const allowed = [...new Set(args.lists["allow-command"]!)];
+    for (const a of allowed) {
+      const problem = allowedNameProblem(a);
+      if (problem) throw new UsageError(`--allow-command: ${problem}`);
+    }
 
     const log = createLogger({ level });
     let token: (() => string | undefined) | undefined;
@@ -112,9 +124,15 @@ export const executorRun: Command = {
       }
     }
 
+    const broad = allowed.filter((a) => RUNS_ANYTHING.has(a.slice(a.lastIndexOf("/") + 1)));
+    if (broad.length) {
+      log.warn({ event: "allow_command.broad", commands: broad }, `--allow-command ${broad.join(", ")}: these run whatever their arguments say, so tasks can run any command`);
+    }
+    // Without --allow-command there is nothing this executor could run: it takes no tasks.
+    const work = new LeaseWorkSource({ handlers: allowed.length ? [new CommandHandler({ allowed })] : [] });
     const daemon = new ExecutorDaemon(
-      { controllerUrl: controller, caFilePem, stateDir, token, tokenSource, name, labels, capacity, allowedCommands: args.lists["allow-command"]!, keyType, drainTimeoutMs },
-      { log },
+      { controllerUrl: controller, caFilePem, stateDir, token, tokenSource, name, labels, capacity, allowedCommands: allowed, keyType, drainTimeoutMs },
+      { log, work },
     );
     const onSignal = (signal: NodeJS.Signals) => daemon.shutdown(signal);
     process.on("SIGTERM", onSignal);
