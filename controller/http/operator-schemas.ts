@@ -6,27 +6,12 @@
 import { AUDIT_MAX_LIMIT } from "../domain/audit-reader.ts";
 import { MAX_API_TOKEN_TTL_S } from "../domain/api-tokens.ts";
 import { CAPABILITIES, ROLES } from "../domain/capabilities.ts";
+import { bool, idParams, int, labels, noBody, str } from "./schema-parts.ts";
 
-const str = { type: "string" } as const;
-const int = { type: "integer" } as const;
-const bool = { type: "boolean" } as const;
 const nullableStr = { type: ["string", "null"] } as const;
 const stringMap = { type: "object", additionalProperties: { type: "string" } } as const;
-const labels = {
-  type: "object",
-  maxProperties: 64,
-  propertyNames: { maxLength: 63, minLength: 1 },
-  additionalProperties: { type: "string", maxLength: 256 },
-} as const;
 
-const idParams = {
-  type: "object",
-  required: ["id"],
-  properties: { id: { type: "string", pattern: "^[A-Za-z0-9_-]{1,64}$" } },
-} as const;
 
-/** POST routes that take no body accept none, `null` or any object (fields ignored). */
-const noBody = { anyOf: [{ type: "null" }, { type: "object" }] } as const;
 
 const revokedResponse = {
   type: "object",

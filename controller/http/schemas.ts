@@ -1,23 +1,5 @@
 /** JSON schemas of the executor plane: validation of requests, fast serialization of responses. */
-const str = { type: "string" } as const;
-const int = { type: "integer" } as const;
-const labels = {
-  type: "object",
-  maxProperties: 64,
-  propertyNames: { maxLength: 63, minLength: 1 },
-  additionalProperties: { type: "string", maxLength: 256 },
-} as const;
-
-export const errorResponse = {
-  type: "object",
-  properties: {
-    error: {
-      type: "object",
-      properties: { code: str, message: str, server_time: str },
-      required: ["code", "message"],
-    },
-  },
-} as const;
+import { idParams, int, labels, str } from "./schema-parts.ts";
 
 export const registerSchema = {
   body: {
@@ -49,11 +31,6 @@ const credentialsResponse = {
   },
 } as const;
 
-const idParams = {
-  type: "object",
-  required: ["id"],
-  properties: { id: { type: "string", pattern: "^[A-Za-z0-9_-]{1,64}$" } },
-} as const;
 
 export const renewSchema = {
   params: idParams,

@@ -5,13 +5,12 @@ import { operatorActor } from "../domain/api-tokens.ts";
 import type { Capability } from "../domain/capabilities.ts";
 import type { SubmitTask } from "../domain/tasks.ts";
 import type { TaskStatus } from "../store/task-types.ts";
+import { idParams, int, labels, noBody, str } from "./schema-parts.ts";
 
 const route = (capability: Capability) => ({ route: { plane: "operator" as const, capability } });
 const who = (request: FastifyRequest) => ({ ...operatorActor(request.operator!), source: request.ip });
 const idOf = (request: FastifyRequest) => (request.params as { id: string }).id;
 
-const str = { type: "string" } as const;
-const int = { type: "integer" } as const;
 const nullable = (t: string) => ({ type: [t, "null"] }) as const;
 const taskView = {
   type: "object",
@@ -22,7 +21,6 @@ const taskView = {
     result: { type: ["object", "null"], additionalProperties: true }, error: nullable("string"),
   },
 } as const;
-const idParams = { type: "object", required: ["id"], properties: { id: { type: "string", pattern: "^[A-Za-z0-9_-]{1,64}$" } } } as const;
 const STATUSES = ["queued", "leased", "succeeded", "failed", "cancelled"];
 
 export const submitTaskSchema = {
@@ -32,7 +30,7 @@ export const submitTaskSchema = {
     properties: {
       kind: { type: "string", pattern: "^[a-z][a-z0-9_.-]{0,63}$" },
       payload: {},
-      selector: { type: "object", maxProperties: 64, additionalProperties: { type: "string", maxLength: 256 } },
+      selector: labels,
       timeout_s: { type: "integer", minimum: 1, maximum: 7 * 86400 },
       max_attempts: { type: "integer", minimum: 1, maximum: 100 },
     },
@@ -70,7 +68,7 @@ export async function taskRoutes(app: FastifyInstance, ctx: ControllerContext): 
 
   app.post(
     "/api/v1/tasks/:id/cancel",
-    { config: route("tasks:write"), schema: { params: idParams, body: { anyOf: [{ type: "null" }, { type: "object" }] }, response: { 200: taskView } } },
+    { config: route("tasks:write"), schema: { params: idParams, body: noBody, response: { 200: taskView } } },
     async (request) => ctx.tasks.cancel(idOf(request), who(request)),
   );
 }
