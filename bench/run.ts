@@ -1,0 +1,745 @@
+/**
+ * `npm run bench -- [--executors N] [--duration S] [--json] …` — the benchmark harness.
+ *
+ * Starts a controller as its own process (`tether controller start --bench`, which is
+ * refused in production), registers N simulated executors through the real /register
+ * path, drives them from worker threads (bench/worker.ts) over their own keep-alive
+ * mTLS connections, and reports, next to every figure, the CPU the controller used
+ * (/proc/<pid>/stat) and the CPU the generator used (this process, all threads):
+ *
+ *   1. heartbeat throughput at saturation (full guard chain) vs the same server's
+ *      unguarded baseline route on the same connections → heartbeat_ratio_vs_bare_tls
+ *   2. heartbeat latency p50/p99/max at a fixed offered load, open loop → heartbeat_p99_ms
+ *   3. controller RSS with N executors connected → rss_mb, executors
+ *   4. registrations/s vs bare TLS handshakes/s → registration_ratio_vs_handshake
+ *   5. restart storm: SIGTERM, start again on the same data dir and port, seconds until
+ *      every executor heartbeats again → restart_recovery_s, reenrollments
+ *
+ * Every figure is measured against a baseline in the same run (the machine is shared
+ * and noisy). Progress goes to stderr; with --json the last stdout line is one JSON
+ * object. Only 127.0.0.1 traffic; every loop is bounded in count and time.
+ */
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { createWriteStream, mkdtempSync, readFileSync, rmSync, mkdirSync } from "node:fs";
+import { cpus, tmpdir, totalmem } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { Worker } from "node:worker_threads";
+import type { WorkerInit } from "./protocol.ts";
+
+const TETHER_BIN = fileURLToPath(new URL("../bin/tether.mjs", import.meta.url));
+const USAGE = `Usage: npm run bench -- [options]
+
+  --executors N         simulated executors registered and kept connected (default 10000)
+  --duration S          seconds of each throughput measurement (bare and full) (default 10)
+  --latency-duration S  seconds of the open-loop latency phase (default max(duration, N/rate, 2))
+  --rate R              offered heartbeats/s in the latency phase (default 1000)
+  --registrations R     registrations (and handshakes) timed for the rate ratio (default min(1000, N))
+  --concurrency K       requests in flight at saturation (default 64)
+  --reg-concurrency C   registrations / handshakes in flight (default 16)
+  --workers W           generator threads (default 2)
+  --restart-timeout S   give up waiting for the restart storm to recover after S seconds (default 120)
+  --max-seconds S       hard limit for the whole run (default 3600)
+  --cpu-prof DIR        run the controller with --cpu-prof, profiles written to DIR
+  --controller-log FILE append the controller's stderr to FILE
+  --stop-after connect  stop after connecting the fleet (for profiling that part; partial JSON)
+  --keep                keep the controller's data dir
+  --json                print one JSON object as the last stdout line
+  --help
+`;
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+const { values: opt } = parseArgs({
+  options: {
+    executors: { type: "string", default: "10000" },
+    duration: { type: "string", default: "10" },
+    "latency-duration": { type: "string" },
+    rate: { type: "string", default: "1000" },
+    registrations: { type: "string" },
+    concurrency: { type: "string", default: "64" },
+    "reg-concurrency": { type: "string", default: "16" },
+    workers: { type: "string", default: "2" },
+    "restart-timeout": { type: "string", default: "120" },
+    "max-seconds": { type: "string", default: "3600" },
+    "cpu-prof": { type: "string" },
+    "controller-log": { type: "string" },
+    "stop-after": { type: "string" },
+    keep: { type: "boolean", default: false },
+    json: { type: "boolean", default: false },
+    help: { type: "boolean", default: false },
+  },
+  strict: true,
+});
+if (opt.help) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
+
+function num(name: string, v: string | undefined, min: number, max: number): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < min || n > max) {
+    process.stderr.write(`bench: --${name} must be a number in [${min}, ${max}], got "${v}"\n`);
+    process.exit(2);
+  }
+  return n;
+}
+
+const N = Math.floor(num("executors", opt.executors, 1, 18_000)); // one fd per executor in each process; ulimit is 20000 here
+const DURATION_S = num("duration", opt.duration, 0.5, 600);
+const RATE = num("rate", opt.rate, 1, 100_000);
+const LATENCY_S = num("latency-duration", opt["latency-duration"] ?? String(Math.max(DURATION_S, Math.min(N / RATE, 60), 2)), 0.5, 600);
+const REGS = Math.floor(num("registrations", opt.registrations ?? String(Math.min(1000, N)), 1, N));
+const CONCURRENCY = Math.floor(num("concurrency", opt.concurrency, 1, 4096));
+const REG_CONCURRENCY = Math.floor(num("reg-concurrency", opt["reg-concurrency"], 1, 1024));
+const W = Math.floor(num("workers", opt.workers, 1, 32));
+const RESTART_TIMEOUT_S = num("restart-timeout", opt["restart-timeout"], 1, 3600);
+const MAX_S = num("max-seconds", opt["max-seconds"], 10, 24 * 3600);
+/** The controller's default heartbeat interval: what idle simulated executors keep to between phases. */
+const HEARTBEAT_INTERVAL_MS = 10_000;
+const runStarted = Date.now();
+const hardDeadline = runStarted + MAX_S * 1000;
+
+const log = (msg: string) => process.stderr.write(`[bench ${((Date.now() - runStarted) / 1000).toFixed(1).padStart(6)}s] ${msg}\n`);
+
+// ---------------------------------------------------------------------------------------------
+// /proc readers
+
+const CLK_TCK = (() => {
+  const r = spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" });
+  const n = Number(r.stdout?.trim());
+  return Number.isFinite(n) && n > 0 ? n : 100;
+})();
+
+/** utime + stime of a process, in seconds. */
+function procCpuS(pid: number): number {
+  const s = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
+  return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+}
+
+function procStatusMb(pid: number, field: "VmRSS" | "VmHWM"): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+/** CPU of this process (the generator: orchestrator + every worker thread), in seconds. */
+function genCpuS(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+}
+
+interface Window {
+  wallS: number;
+  ctlCpuS: number;
+  genCpuS: number;
+}
+
+function startWindow(pid: number): () => Window {
+  const t = performance.now();
+  const c = procCpuS(pid);
+  const g = genCpuS();
+  return () => ({ wallS: (performance.now() - t) / 1000, ctlCpuS: procCpuS(pid) - c, genCpuS: genCpuS() - g });
+}
+
+const round = (x: number, d = 2) => (Number.isFinite(x) ? Math.round(x * 10 ** d) / 10 ** d : x);
+const cores = (cpuS: number, wallS: number) => round(cpuS / wallS, 2);
+
+// ---------------------------------------------------------------------------------------------
+// The controller process
+
+class ControllerProcess {
+  private stderrTail = "";
+  errorsLogged = 0;
+  readonly exited: Promise<number | null>;
+  port = 0;
+  url = "";
+
+  private constructor(readonly child: ChildProcess) {
+    child.stderr!.setEncoding("utf8");
+    child.stderr!.on("data", (d: string) => {
+      this.stderrTail = (this.stderrTail + d).slice(-64 * 1024);
+      this.errorsLogged += (d.match(/"level":(50|60)/g) ?? []).length;
+    });
+    child.stdout!.resume();
+    this.exited = new Promise((r) => child.on("exit", (code) => r(code)));
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  static async start(dataDir: string, port: number, profDir: string | undefined): Promise<ControllerProcess> {
+    const nodeArgs = [
+      ...(profDir ? ["--cpu-prof", `--cpu-prof-dir=${profDir}`] : []),
+      // Extra node flags for the controller only, e.g. BENCH_CONTROLLER_NODE_ARGS="--trace-gc".
+      ...(process.env.BENCH_CONTROLLER_NODE_ARGS?.split(/\s+/).filter(Boolean) ?? []),
+    ];
+    const args = [
+      ...nodeArgs, TETHER_BIN, "controller", "start", "--data-dir", dataDir, "--listen", `127.0.0.1:${port}`,
+      // --dev: the bench route and the lifted /register limit are refused in production.
+      "--dev", "--bench", "--log-level", "warn",
+      // The run can outlast the default 15 min JWT; the lifetime does not change the hot path (cached).
+      "--jwt-ttl", "2h",
+    ];
+    const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, TETHER_LOG_LEVEL: "" } });
+    const p = new ControllerProcess(child);
+    if (opt["controller-log"]) {
+      const f = createWriteStream(opt["controller-log"], { flags: "a" });
+      child.stderr!.pipe(f);
+      child.stdout!.pipe(f); // e.g. --trace-gc prints to stdout
+    }
+    const m = await p.waitFor(/listening on (https:\/\/127\.0\.0\.1:(\d+))/, 60_000);
+    p.url = m[1]!;
+    p.port = Number(m[2]);
+    return p;
+  }
+
+  waitFor(re: RegExp, timeoutMs: number): Promise<RegExpMatchArray> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const m = this.stderrTail.match(re);
+        if (m) {
+          done();
+          resolve(m);
+        }
+      };
+      const onExit = () => {
+        done();
+        reject(new Error(`controller exited before it was ready:\n${this.stderrTail}`));
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new Error(`controller not ready after ${timeoutMs} ms:\n${this.stderrTail}`));
+      }, timeoutMs);
+      const done = () => {
+        clearTimeout(timer);
+        this.child.stderr!.off("data", check);
+        this.child.off("exit", onExit);
+      };
+      this.child.stderr!.on("data", check);
+      this.child.on("exit", onExit);
+      check();
+    });
+  }
+
+  /** SIGTERM, then SIGKILL after `timeoutMs`. Resolves with how it ended. */
+  async stop(timeoutMs: number): Promise<{ code: number | null; killed: boolean }> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return { code: this.child.exitCode, killed: false };
+    this.child.kill("SIGTERM");
+    let killed = false;
+    const timer = setTimeout(() => {
+      killed = true;
+      this.child.kill("SIGKILL");
+    }, timeoutMs);
+    const code = await this.exited;
+    clearTimeout(timer);
+    return { code, killed };
+  }
+
+  tail(): string {
+    return this.stderrTail.slice(-4000);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generator threads
+
+class GenWorker {
+  private nextRpc = 1;
+  private readonly calls = new Map<number, { resolve(v: any): void; reject(e: Error): void }>();
+  readonly worker: Worker;
+  readonly progress = new Map<string, number>();
+
+  constructor(readonly init: WorkerInit) {
+    this.worker = new Worker(new URL("./worker-entry.mjs", import.meta.url), { workerData: init });
+    this.worker.on("message", (m: { rpc?: number; result?: unknown; error?: string; progress?: string; done?: number }) => {
+      if (m.progress) {
+        this.progress.set(m.progress, m.done ?? 0);
+        return;
+      }
+      const c = this.calls.get(m.rpc!);
+      if (!c) return;
+      this.calls.delete(m.rpc!);
+      if (m.error !== undefined) c.reject(new Error(`worker ${init.index}: ${m.error}`));
+      else c.resolve(m.result);
+    });
+    this.worker.on("error", (e) => {
+      for (const c of this.calls.values()) c.reject(e);
+      this.calls.clear();
+    });
+  }
+
+  call<T = any>(cmd: string, args: unknown = {}): Promise<T> {
+    const rpc = this.nextRpc++;
+    return new Promise<T>((resolve, reject) => {
+      this.calls.set(rpc, { resolve, reject });
+      this.worker.postMessage({ rpc, cmd, args });
+    });
+  }
+}
+
+/**
+ * A thread that only sleeps 1 ms at a time and records how late it wakes: the
+ * scheduling noise of this machine right now, the floor under every latency figure.
+ */
+function startJitterProbe(): { stop(): Promise<Float64Array> } {
+  const w = new Worker(
+    `const { parentPort } = require("node:worker_threads");
+     const lags = []; let last = performance.now(); let stop = false;
+     parentPort.once("message", () => { stop = true; });
+     const tick = () => {
+       const now = performance.now(); lags.push(now - last - 1); last = now;
+       if (!stop && lags.length < 2e6) setTimeout(tick, 1);
+       else { const a = Float64Array.from(lags); parentPort.postMessage(a, [a.buffer]); }
+     };
+     setTimeout(tick, 1);`,
+    { eval: true },
+  );
+  return {
+    stop: () =>
+      new Promise((resolve) => {
+        w.once("message", (a: Float64Array) => {
+          void w.terminate();
+          resolve(a.sort());
+        });
+        w.postMessage("stop");
+      }),
+  };
+}
+
+function mergeCounts(list: Record<string, number>[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const c of list) for (const [k, v] of Object.entries(c)) out[k] = (out[k] ?? 0) + v;
+  return out;
+}
+
+const sumErrors = (c: Record<string, number>) => Object.values(c).reduce((a, b) => a + b, 0);
+const fmtErrors = (c: Record<string, number>) => (Object.keys(c).length ? ` errors ${JSON.stringify(c)}` : "");
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+function percentile(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+/** Shows a phase's progress (summed over workers) on stderr every 2 s while `work` runs. */
+async function withProgress<T>(workers: GenWorker[], phase: string, total: number, work: Promise<T>): Promise<T> {
+  const t0 = Date.now();
+  const timer = setInterval(() => {
+    const done = workers.reduce((a, w) => a + (w.progress.get(phase) ?? 0), 0);
+    const s = (Date.now() - t0) / 1000;
+    log(`  ${phase}: ${done}/${total} (${(done / s).toFixed(0)}/s)`);
+  }, 2000);
+  try {
+    return await work;
+  } finally {
+    clearInterval(timer);
+    for (const w of workers) w.progress.delete(phase);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+
+async function main(): Promise<Record<string, number>> {
+  const root = mkdtempSync(join(tmpdir(), "tether-bench-"));
+  const dataDir = join(root, "data");
+  const profDir = opt["cpu-prof"];
+  if (profDir) mkdirSync(profDir, { recursive: true });
+  let ctl: ControllerProcess | undefined;
+  let workers: GenWorker[] = [];
+  const cleanup = async () => {
+    await Promise.all(workers.map((w) => w.call("shutdown").catch(() => {})));
+    await Promise.all(workers.map((w) => w.worker.terminate()));
+    workers = [];
+    if (ctl) await ctl.stop(20_000);
+    if (!opt.keep) rmSync(root, { recursive: true, force: true });
+    else log(`data dir kept: ${dataDir}`);
+  };
+  const onSignal = () => {
+    log("interrupted");
+    void cleanup().finally(() => process.exit(130));
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  const watchdog = setTimeout(() => {
+    log(`--max-seconds ${MAX_S} exceeded; aborting`);
+    void cleanup().finally(() => process.exit(3));
+  }, MAX_S * 1000);
+  watchdog.unref();
+
+  try {
+    log(`machine: ${cpus().length} × ${cpus()[0]?.model ?? "?"}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB, node ${process.version}`);
+    log(`executors ${N}, duration ${DURATION_S}s, latency ${LATENCY_S}s at ${RATE}/s, registrations timed ${REGS}, workers ${W}`);
+    ctl = await ControllerProcess.start(dataDir, 0, profDir);
+    const port = ctl.port;
+    log(`controller pid ${ctl.pid} listening on ${ctl.url}${profDir ? ` (cpu profiles → ${profDir})` : ""}`);
+    const tok = spawnSync(process.execPath, [TETHER_BIN, "token", "create", "--data-dir", dataDir, "--uses", String(N), "--ttl", "2h"], {
+      encoding: "utf8", timeout: 60_000,
+    });
+    if (tok.status !== 0) throw new Error(`token create failed: ${tok.stderr}`);
+    const token = tok.stdout.trim();
+    const caPem = readFileSync(join(dataDir, "ca.pem"), "utf8");
+
+    // Generator threads, each with a shard of executors.
+    const module = new URL("./worker.ts", import.meta.url).href;
+    for (let i = 0; i < W; i++) {
+      const start = Math.floor((i * N) / W);
+      const end = Math.floor(((i + 1) * N) / W);
+      workers.push(new GenWorker({ module, port, caPem, index: i, workers: W, start, count: end - start }));
+    }
+    const all = <T = any>(cmd: string, args: (w: GenWorker, i: number) => unknown = () => ({})) =>
+      Promise.all(workers.map((w, i) => w.call<T>(cmd, args(w, i))));
+    const deadline = (s: number) => Math.min(hardDeadline, Date.now() + s * 1000);
+    const share = (total: number, i: number) => Math.floor(((i + 1) * total) / W) - Math.floor((i * total) / W);
+
+    // ── 0. keys and CSRs, made before anything is timed ────────────────────────────────
+    let t = Date.now();
+    const csr = await withProgress(workers, "csr", N, all<{ made: number }>("gencsr", () => ({ deadline: deadline(600) })));
+    const csrs = csr.reduce((a, r) => a + r.made, 0);
+    if (csrs !== N) throw new Error(`only ${csrs}/${N} CSRs generated in time`);
+    log(`pre-generated ${N} Ed25519 keys + CSRs (executor/csr.ts) in ${((Date.now() - t) / 1000).toFixed(1)}s — not timed`);
+
+    // ── 4. registration rate vs bare TLS handshake rate (interleaved: H R H R) ─────────
+    const regPerWorker = workers.map((w, i) => Math.min(w.init.count, share(REGS, i)));
+    const regConc = (i: number) => Math.max(1, share(REG_CONCURRENCY, i));
+    const hs = { ok: 0, wall: 0, ctl: 0, gen: 0, errors: [] as Record<string, number>[] };
+    const rg = { ok: 0, wall: 0, ctl: 0, gen: 0, errors: [] as Record<string, number>[] };
+    for (let half = 0; half < 2; half++) {
+      let win = startWindow(ctl.pid);
+      const h = await all<{ ok: number; errors: Record<string, number> }>("handshakes", (w, i) => ({
+        count: half === 0 ? Math.floor(regPerWorker[i]! / 2) : regPerWorker[i]! - Math.floor(regPerWorker[i]! / 2),
+        concurrency: regConc(i), deadline: deadline(300),
+      }));
+      let wnd = win();
+      hs.ok += h.reduce((a, r) => a + r.ok, 0);
+      hs.wall += wnd.wallS;
+      hs.ctl += wnd.ctlCpuS;
+      hs.gen += wnd.genCpuS;
+      hs.errors.push(...h.map((r) => r.errors));
+
+      win = startWindow(ctl.pid);
+      const r = await all<{ ok: number; errors: Record<string, number> }>("register", (w, i) => {
+        const from = half === 0 ? 0 : Math.floor(regPerWorker[i]! / 2);
+        const to = half === 0 ? Math.floor(regPerWorker[i]! / 2) : regPerWorker[i]!;
+        return { token, from, to, concurrency: regConc(i), deadline: deadline(600) };
+      });
+      wnd = win();
+      rg.ok += r.reduce((a, x) => a + x.ok, 0);
+      rg.wall += wnd.wallS;
+      rg.ctl += wnd.ctlCpuS;
+      rg.gen += wnd.genCpuS;
+      rg.errors.push(...r.map((x) => x.errors));
+    }
+    const handshakesPerS = hs.ok / hs.wall;
+    const registrationsPerS = rg.ok / rg.wall;
+    log(
+      `handshakes: ${hs.ok} in ${hs.wall.toFixed(2)}s = ${handshakesPerS.toFixed(0)}/s, controller ${cores(hs.ctl, hs.wall)} cores ` +
+        `(${((hs.ctl / hs.ok) * 1000).toFixed(2)} ms CPU each), generator ${cores(hs.gen, hs.wall)} cores${fmtErrors(mergeCounts(hs.errors))}`,
+    );
+    log(
+      `registrations: ${rg.ok} in ${rg.wall.toFixed(2)}s = ${registrationsPerS.toFixed(0)}/s, controller ${cores(rg.ctl, rg.wall)} cores ` +
+        `(${((rg.ctl / rg.ok) * 1000).toFixed(2)} ms CPU each), generator ${cores(rg.gen, rg.wall)} cores${fmtErrors(mergeCounts(rg.errors))}`,
+    );
+
+    // The rest of the fleet, untimed for the ratio but reported.
+    t = Date.now();
+    let fleetWin = startWindow(ctl.pid);
+    const rest = await withProgress(
+      workers, "register", N - REGS,
+      all<{ ok: number; errors: Record<string, number> }>("register", (w, i) => ({
+        token, from: regPerWorker[i]!, to: w.init.count, concurrency: regConc(i), deadline: deadline(3000),
+      })),
+    );
+    const fleet = fleetWin();
+    const registered = rg.ok + rest.reduce((a, r) => a + r.ok, 0);
+    if (N > REGS) {
+      log(
+        `registered the remaining ${N - REGS} in ${fleet.wallS.toFixed(1)}s (${((N - REGS) / fleet.wallS).toFixed(0)}/s, controller ${((fleet.ctlCpuS / Math.max(1, N - REGS)) * 1000).toFixed(2)} ms CPU each)${fmtErrors(mergeCounts(rest.map((r) => r.errors)))}`,
+      );
+    }
+    if (registered < N) throw new Error(`only ${registered}/${N} executors registered`);
+
+    // ── connect: every executor opens its own keep-alive mTLS connection ─────────────
+    // From here on, connected executors heartbeat every interval between measured phases (like real ones).
+    await all("keepalive", () => ({ on: true, intervalMs: HEARTBEAT_INTERVAL_MS }));
+    fleetWin = startWindow(ctl.pid);
+    if (profDir) log(`  connect phase starts at monotonic ${process.hrtime.bigint() / 1000n} µs`);
+    const conn = await withProgress(workers, "connect", N, all<{ ok: number; open: number; errors: Record<string, number> }>("connect", (w, i) => ({
+      concurrency: Math.max(1, share(64, i)), deadline: deadline(900),
+    })));
+    const cw = fleetWin();
+    const connectedOk = conn.reduce((a, r) => a + r.ok, 0);
+    log(
+      `connected ${connectedOk}/${N} executors (mTLS handshake + first heartbeat) in ${cw.wallS.toFixed(1)}s, ` +
+        `controller ${((cw.ctlCpuS / Math.max(1, connectedOk)) * 1000).toFixed(2)} ms CPU each${fmtErrors(mergeCounts(conn.map((r) => r.errors)))}`,
+    );
+    const rssConnected = procStatusMb(ctl.pid, "VmRSS");
+    log(`controller RSS with ${connectedOk} executors connected: ${rssConnected.toFixed(0)} MB`);
+    if (opt["stop-after"] === "connect") {
+      return { executors: connectedOk, rss_mb: round(rssConnected, 0), connect_controller_cpu_ms_each: round((cw.ctlCpuS / Math.max(1, connectedOk)) * 1000, 2) };
+    }
+
+    // ── 1. throughput at saturation: bare baseline vs full guard chain (B H H B) ───────
+    const perWorkerConc = (i: number) => Math.max(1, share(CONCURRENCY, i));
+    const saturate = async (target: "heartbeat" | "bare", seconds: number, measured: boolean) => {
+      const startAt = Date.now() + 50;
+      const measureFrom = startAt + (measured ? 300 : 0);
+      const measureTo = measureFrom + seconds * 1000;
+      let win: (() => Window) | undefined;
+      let wnd: Window | undefined;
+      const t1 = setTimeout(() => (win = startWindow(ctl!.pid)), measureFrom - Date.now());
+      const t2 = setTimeout(() => (wnd = win?.()), measureTo - Date.now());
+      const res = await all<{ ok: number; all: number; reconnects: number; errors: Record<string, number> }>("saturate", (w, i) => ({
+        target, concurrency: perWorkerConc(i), startAt, measureFrom, measureTo,
+      }));
+      clearTimeout(t1);
+      clearTimeout(t2);
+      wnd ??= win?.() ?? { wallS: seconds, ctlCpuS: NaN, genCpuS: NaN };
+      return { ok: res.reduce((a, r) => a + r.ok, 0), errors: mergeCounts(res.map((r) => r.errors)), reconnects: res.reduce((a, r) => a + r.reconnects, 0), wnd, seconds };
+    };
+    await saturate("heartbeat", Math.min(2, DURATION_S), false); // warm-up (JIT, caches), not counted
+    const seg = DURATION_S / 2;
+    const sat = { heartbeat: { ok: 0, s: 0, ctl: 0, gen: 0, errors: [] as Record<string, number>[] }, bare: { ok: 0, s: 0, ctl: 0, gen: 0, errors: [] as Record<string, number>[] } };
+    for (const target of ["bare", "heartbeat", "heartbeat", "bare"] as const) {
+      const r = await saturate(target, seg, true);
+      const acc = sat[target];
+      acc.ok += r.ok;
+      acc.s += r.seconds;
+      acc.ctl += r.wnd.ctlCpuS;
+      acc.gen += r.wnd.genCpuS;
+      acc.errors.push(r.errors);
+      log(`  ${target.padEnd(9)} ${(r.ok / r.seconds).toFixed(0).padStart(6)}/s  controller ${cores(r.wnd.ctlCpuS, r.wnd.wallS)} cores, generator ${cores(r.wnd.genCpuS, r.wnd.wallS)} cores${fmtErrors(r.errors)}`);
+    }
+    const hbPerS = sat.heartbeat.ok / sat.heartbeat.s;
+    const barePerS = sat.bare.ok / sat.bare.s;
+    const hbErrors = mergeCounts(sat.heartbeat.errors);
+    log(
+      `heartbeat ${hbPerS.toFixed(0)}/s vs bare ${barePerS.toFixed(0)}/s → ratio ${(hbPerS / barePerS).toFixed(3)} (concurrency ${CONCURRENCY}); ` +
+        `controller CPU per request ${((sat.heartbeat.ctl / Math.max(1, sat.heartbeat.ok)) * 1e6).toFixed(0)} µs vs ${((sat.bare.ctl / Math.max(1, sat.bare.ok)) * 1e6).toFixed(0)} µs`,
+    );
+
+    // ── 2. latency at a fixed offered load, open loop ───────────────────────────────────
+    // The same timetable against the unguarded route first (a shorter baseline), then the heartbeat.
+    const openLoop = async (target: "heartbeat" | "bare", seconds: number) => {
+      const startAt = Date.now() + 300;
+      let latWin: (() => Window) | undefined;
+      let latWnd: Window | undefined;
+      const lt1 = setTimeout(() => {
+        latWin = startWindow(ctl!.pid);
+        // For lining the phase up with a --cpu-prof profile (whose clock is CLOCK_MONOTONIC, in µs).
+        if (profDir) log(`  ${target} latency phase starts at monotonic ${process.hrtime.bigint() / 1000n} µs`);
+      }, startAt - Date.now());
+      const lt2 = setTimeout(() => (latWnd = latWin?.()), startAt + seconds * 1000 - Date.now());
+      const probe = startJitterProbe();
+      const lat = await all<{
+        sent: number; completed: number; queued: number; reconnects: number; outstanding: number; errors: Record<string, number>;
+        latencies: Float64Array; lags: Float64Array; slow: [number, number][]; loopDelayP99Ms: number; loopDelayMaxMs: number;
+      }>("openloop", (w) => ({ target, rate: (RATE * w.init.count) / N, startAt, durationMs: seconds * 1000, drainMs: 20_000, slowMs: 10 }));
+      clearTimeout(lt1);
+      clearTimeout(lt2);
+      const jitter = await probe.stop();
+      const wnd = latWnd ?? latWin?.() ?? { wallS: seconds, ctlCpuS: NaN, genCpuS: NaN };
+      const merge = (arrays: Float64Array[]) => {
+        const out = new Float64Array(arrays.reduce((a, x) => a + x.length, 0));
+        let off = 0;
+        for (const x of arrays) {
+          out.set(x, off);
+          off += x.length;
+        }
+        return out.sort();
+      };
+      const samples = merge(lat.map((r) => r.latencies));
+      const lags = merge(lat.map((r) => r.lags));
+      const errors = mergeCounts(lat.map((r) => r.errors));
+      const outstanding = lat.reduce((a, r) => a + r.outstanding, 0);
+      const last = (a: Float64Array) => (a.length ? a[a.length - 1]! : NaN);
+      const out = {
+        sent: lat.reduce((a, r) => a + r.sent, 0), ok: samples.length, errors: sumErrors(errors) + outstanding, wnd,
+        p50: percentile(samples, 50), p99: percentile(samples, 99), p999: percentile(samples, 99.9), max: last(samples),
+        lagP99: percentile(lags, 99), lagMax: last(lags), jitterP99: percentile(jitter, 99), jitterMax: last(jitter),
+      };
+      log(
+        `${target} latency at ${RATE}/s offered over ${N} executors for ${seconds}s: ${out.ok}/${out.sent} ok, p50 ${out.p50.toFixed(2)} ms, ` +
+          `p99 ${out.p99.toFixed(2)} ms, p99.9 ${out.p999.toFixed(2)} ms, max ${out.max.toFixed(2)} ms; controller ${cores(wnd.ctlCpuS, wnd.wallS)} cores, ` +
+          `generator ${cores(wnd.genCpuS, wnd.wallS)} cores${fmtErrors(errors)}${outstanding ? `, ${outstanding} never answered` : ""}`,
+      );
+      log(
+        `  generator send lag (sent − scheduled; part of the latency above): p99 ${out.lagP99.toFixed(2)} ms, max ${out.lagMax.toFixed(2)} ms; ` +
+          `generator event-loop delay p99 ${Math.max(...lat.map((r) => r.loopDelayP99Ms)).toFixed(2)} ms, max ${Math.max(...lat.map((r) => r.loopDelayMaxMs)).toFixed(2)} ms`,
+      );
+      log(`  machine noise floor (an idle thread's 1 ms timer, how late it wakes): p99 ${out.jitterP99.toFixed(2)} ms, max ${out.jitterMax.toFixed(2)} ms`);
+      // Where the slow answers (> 10 ms) were scheduled, in 100 ms buckets: one stall or many?
+      const stalls = new Map<number, { n: number; worst: number }>();
+      for (const r of lat) {
+        for (const [at, l] of r.slow) {
+          const b = Math.floor(at / 100) * 100;
+          const st = stalls.get(b) ?? { n: 0, worst: 0 };
+          st.n++;
+          st.worst = Math.max(st.worst, l);
+          stalls.set(b, st);
+        }
+      }
+      if (stalls.size) {
+        const worst = [...stalls.entries()].sort((a, b) => b[1].worst - a[1].worst).slice(0, 8).sort((a, b) => a[0] - b[0]);
+        log(`  slowest moments (answers > 10 ms by scheduled time): ${worst.map(([b, st]) => `t+${(b / 1000).toFixed(1)}s ×${st.n} (worst ${st.worst.toFixed(0)} ms)`).join(", ")}`);
+      }
+      return out;
+    };
+    const bareLat = await openLoop("bare", Math.min(LATENCY_S, 5));
+    const hbLat = await openLoop("heartbeat", LATENCY_S);
+
+    // ── 3. RSS with every executor connected ─────────────────────────────────────────────
+    const status = await all<{ registered: number; open: number }>("status");
+    const executorsConnected = status.reduce((a, s) => a + s.open, 0);
+    const rssMb = procStatusMb(ctl.pid, "VmRSS");
+    const rssPeakMb = procStatusMb(ctl.pid, "VmHWM");
+    log(`controller RSS ${rssMb.toFixed(0)} MB (peak ${rssPeakMb.toFixed(0)} MB) with ${executorsConnected} executors connected`);
+
+    // ── 5. restart storm ─────────────────────────────────────────────────────────────────
+    await all("stormArm");
+    const stormGen0 = genCpuS();
+    const oldCpu = procCpuS(ctl.pid);
+    const tTerm = Date.now();
+    const stopped = await ctl.stop(60_000);
+    const tExit = Date.now();
+    log(`controller stopped (exit ${stopped.code}${stopped.killed ? ", SIGKILLed" : ""}) ${((tExit - tTerm) / 1000).toFixed(2)}s after SIGTERM; restarting on port ${port}`);
+    let next: ControllerProcess | undefined;
+    for (let attempt = 0; !next; attempt++) {
+      try {
+        next = await ControllerProcess.start(dataDir, port, profDir);
+      } catch (e) {
+        if (attempt >= 5 || !/EADDRINUSE/.test(String(e))) throw e;
+        await sleep(200);
+      }
+    }
+    ctl = next;
+    const tListening = Date.now();
+    log(`controller pid ${ctl.pid} listening again ${((tListening - tTerm) / 1000).toFixed(2)}s after SIGTERM; waiting for every executor to heartbeat`);
+    const storm = await withProgressStorm(workers, all<{ armed: number; ok: number; dead: number; unrecovered: number; lastOk: number; attempts: number; errors: Record<string, number> }>(
+      "stormWait", () => ({ deadline: Math.min(hardDeadline, tTerm + RESTART_TIMEOUT_S * 1000) }),
+    ));
+    const stormCtlCpu = procCpuS(ctl.pid);
+    const stormGenCpu = genCpuS() - stormGen0;
+    const tDone = Date.now();
+    const armed = storm.reduce((a, r) => a + r.armed, 0);
+    const recovered = storm.reduce((a, r) => a + r.ok, 0);
+    const reenrollments = storm.reduce((a, r) => a + r.dead, 0);
+    const unrecovered = storm.reduce((a, r) => a + r.unrecovered, 0);
+    const lastOk = Math.max(...storm.map((r) => r.lastOk));
+    const recoveryS = recovered === armed ? (lastOk - tTerm) / 1000 : (tDone - tTerm) / 1000;
+    log(
+      `restart storm: ${recovered}/${armed} executors heartbeating again ${recoveryS.toFixed(2)}s after SIGTERM ` +
+        `(${((lastOk - tListening) / 1000).toFixed(2)}s after the new process listened); re-enrollments needed ${reenrollments}, unrecovered ${unrecovered}; ` +
+        `new controller ${stormCtlCpu.toFixed(1)} s CPU (incl. start-up), old controller ${oldCpu.toFixed(1)} s total; generator ${stormGenCpu.toFixed(1)} s CPU${fmtErrors(mergeCounts(storm.map((r) => r.errors)))}`,
+    );
+
+    const result: Record<string, number> = {
+      executors: executorsConnected,
+      executors_requested: N,
+      heartbeat_per_s: round(hbPerS, 0),
+      bare_tls_per_s: round(barePerS, 0),
+      heartbeat_ratio_vs_bare_tls: round(hbPerS / barePerS, 3),
+      // The same ratio in controller CPU per request: steadier on a shared machine, where
+      // "saturation" can be the whole machine's rather than the controller's.
+      heartbeat_cpu_ratio_vs_bare_tls: round(sat.bare.ctl / Math.max(1, sat.bare.ok) / (sat.heartbeat.ctl / Math.max(1, sat.heartbeat.ok)), 3),
+      heartbeat_concurrency: CONCURRENCY,
+      heartbeat_errors: sumErrors(hbErrors),
+      heartbeat_controller_cpu_cores: cores(sat.heartbeat.ctl, sat.heartbeat.s),
+      heartbeat_generator_cpu_cores: cores(sat.heartbeat.gen, sat.heartbeat.s),
+      heartbeat_controller_cpu_us_each: round((sat.heartbeat.ctl / Math.max(1, sat.heartbeat.ok)) * 1e6, 0),
+      bare_controller_cpu_cores: cores(sat.bare.ctl, sat.bare.s),
+      bare_generator_cpu_cores: cores(sat.bare.gen, sat.bare.s),
+      bare_controller_cpu_us_each: round((sat.bare.ctl / Math.max(1, sat.bare.ok)) * 1e6, 0),
+      heartbeat_offered_per_s: RATE,
+      latency_duration_s: LATENCY_S,
+      latency_samples: hbLat.ok,
+      latency_errors: hbLat.errors,
+      heartbeat_p50_ms: round(hbLat.p50, 2),
+      heartbeat_p99_ms: round(hbLat.p99, 2),
+      heartbeat_p999_ms: round(hbLat.p999, 2),
+      heartbeat_max_ms: round(hbLat.max, 2),
+      latency_controller_cpu_cores: cores(hbLat.wnd.ctlCpuS, hbLat.wnd.wallS),
+      latency_generator_cpu_cores: cores(hbLat.wnd.genCpuS, hbLat.wnd.wallS),
+      generator_send_lag_p99_ms: round(hbLat.lagP99, 2),
+      generator_send_lag_max_ms: round(hbLat.lagMax, 2),
+      timer_jitter_p99_ms: round(hbLat.jitterP99, 2),
+      timer_jitter_max_ms: round(hbLat.jitterMax, 2),
+      bare_p50_ms: round(bareLat.p50, 2),
+      bare_p99_ms: round(bareLat.p99, 2),
+      bare_max_ms: round(bareLat.max, 2),
+      bare_latency_errors: bareLat.errors,
+      rss_mb: round(rssMb, 0),
+      rss_peak_mb: round(rssPeakMb, 0),
+      rss_after_connect_mb: round(rssConnected, 0),
+      csrs_pregenerated: csrs,
+      registrations_measured: rg.ok,
+      registrations_per_s: round(registrationsPerS, 1),
+      handshakes_per_s: round(handshakesPerS, 1),
+      registration_ratio_vs_handshake: round(registrationsPerS / handshakesPerS, 3),
+      registration_cpu_ratio_vs_handshake: round(hs.ctl / Math.max(1, hs.ok) / (rg.ctl / Math.max(1, rg.ok)), 3),
+      registration_concurrency: REG_CONCURRENCY,
+      registration_errors: sumErrors(mergeCounts(rg.errors)),
+      registration_controller_cpu_ms_each: round((rg.ctl / Math.max(1, rg.ok)) * 1000, 2),
+      registration_controller_cpu_cores: cores(rg.ctl, rg.wall),
+      registration_generator_cpu_cores: cores(rg.gen, rg.wall),
+      handshake_controller_cpu_ms_each: round((hs.ctl / Math.max(1, hs.ok)) * 1000, 2),
+      handshake_controller_cpu_cores: cores(hs.ctl, hs.wall),
+      handshake_generator_cpu_cores: cores(hs.gen, hs.wall),
+      restart_recovery_s: round(recoveryS, 2),
+      restart_down_s: round((tListening - tTerm) / 1000, 2),
+      restart_stop_s: round((tExit - tTerm) / 1000, 2),
+      reenrollments,
+      restart_unrecovered: unrecovered,
+      restart_controller_cpu_s: round(stormCtlCpu, 2),
+      restart_generator_cpu_s: round(stormGenCpu, 2),
+      controller_errors_logged: ctl.errorsLogged,
+      total_s: round((Date.now() - runStarted) / 1000, 1),
+    };
+    return result;
+  } catch (e) {
+    if (ctl) log(`controller stderr (tail):\n${ctl.tail()}`);
+    throw e;
+  } finally {
+    clearTimeout(watchdog);
+    await cleanup();
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  }
+}
+
+/** The storm reports nothing until it ends; a heartbeat line every 5 s shows it is alive. */
+async function withProgressStorm<T>(_workers: GenWorker[], work: Promise<T>): Promise<T> {
+  const t0 = Date.now();
+  const timer = setInterval(() => log(`  storm: ${((Date.now() - t0) / 1000).toFixed(0)}s`), 5000);
+  try {
+    return await work;
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+const TARGETS: [string, (r: Record<string, number>) => boolean, string][] = [
+  ["heartbeat_ratio_vs_bare_tls", (r) => r.heartbeat_ratio_vs_bare_tls! >= 0.7, "≥ 0.7"],
+  ["heartbeat_p99_ms", (r) => r.heartbeat_p99_ms! <= 10, "≤ 10 (at 1,000/s, 10,000 executors)"],
+  ["rss_mb", (r) => r.rss_mb! <= 1024, "≤ 1024 (at 10,000 executors)"],
+  ["registration_ratio_vs_handshake", (r) => r.registration_ratio_vs_handshake! >= 0.5, "≥ 0.5"],
+  ["restart_recovery_s", (r) => r.restart_recovery_s! <= 30, "≤ 30"],
+  ["reenrollments", (r) => r.reenrollments === 0, "= 0"],
+];
+
+main().then(
+  (r) => {
+    log("results (target in brackets; targets are goals, not assertions):");
+    for (const [k, ok, target] of TARGETS) log(`  ${k.padEnd(34)} ${String(r[k]).padStart(10)}  [${target}] ${ok(r) ? "met" : "MISSED"}`);
+    if (opt.json) process.stdout.write(JSON.stringify(r) + "\n");
+    process.exit(0);
+  },
+  (e: unknown) => {
+    log(`FAILED: ${(e as Error)?.stack ?? String(e)}`);
+    process.exit(1);
+  },
+);
