@@ -65,10 +65,8 @@ export const controllerStart: Command = {
     });
     if (!config.sans || config.sans.length === 0) config.sans = ["localhost", "127.0.0.1"];
     const running = await startController(config);
-    info(`tether controller listening on ${running.url} (${config.env})`);
-    info(`CA fingerprint SHA256:${running.caFingerprint}${running.caCreated ? " (new CA created)" : ""}`);
-    info(`data dir ${dataDir}`);
-    await new Promise<void>((resolveStop) => {
+    // Signal handlers first: whoever reads "listening on" may send SIGTERM at once.
+    const stopped = new Promise<void>((resolveStop) => {
       const stop = (signal: string) => {
         info(`received ${signal}, shutting down`);
         running.close().then(resolveStop, (e) => {
@@ -79,6 +77,10 @@ export const controllerStart: Command = {
       process.once("SIGTERM", () => stop("SIGTERM"));
       process.once("SIGINT", () => stop("SIGINT"));
     });
+    info(`tether controller listening on ${running.url} (${config.env})`);
+    info(`CA fingerprint SHA256:${running.caFingerprint}${running.caCreated ? " (new CA created)" : ""}`);
+    info(`data dir ${dataDir}`);
+    await stopped;
     return 0;
   },
 };
