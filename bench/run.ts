@@ -491,7 +491,10 @@ async function main(): Promise<Record<string, number>> {
       const measureTo = measureFrom + seconds * 1000;
       let win: (() => Window) | undefined;
       let wnd: Window | undefined;
-      const t1 = setTimeout(() => (win = startWindow(ctl!.pid)), measureFrom - Date.now());
+      const t1 = setTimeout(() => {
+        win = startWindow(ctl!.pid);
+        if (profDir && measured) log(`  ${target} segment (${seconds}s) starts at monotonic ${process.hrtime.bigint() / 1000n} µs`);
+      }, measureFrom - Date.now());
       const t2 = setTimeout(() => (wnd = win?.()), measureTo - Date.now());
       const res = await all<{ ok: number; all: number; reconnects: number; errors: Record<string, number> }>("saturate", (w, i) => ({
         target, concurrency: perWorkerConc(i), startAt, measureFrom, measureTo,
@@ -597,7 +600,8 @@ async function main(): Promise<Record<string, number>> {
     const executorsConnected = status.reduce((a, s) => a + s.open, 0);
     const rssMb = procStatusMb(ctl.pid, "VmRSS");
     const rssPeakMb = procStatusMb(ctl.pid, "VmHWM");
-    log(`controller RSS ${rssMb.toFixed(0)} MB (peak ${rssPeakMb.toFixed(0)} MB) with ${executorsConnected} executors connected`);
+    const genRssMb = process.memoryUsage().rss / 2 ** 20;
+    log(`controller RSS ${rssMb.toFixed(0)} MB (peak ${rssPeakMb.toFixed(0)} MB) with ${executorsConnected} executors connected; generator RSS ${genRssMb.toFixed(0)} MB`);
 
     // ── 5. restart storm ─────────────────────────────────────────────────────────────────
     await all("stormArm");
@@ -675,6 +679,7 @@ async function main(): Promise<Record<string, number>> {
       rss_mb: round(rssMb, 0),
       rss_peak_mb: round(rssPeakMb, 0),
       rss_after_connect_mb: round(rssConnected, 0),
+      generator_rss_mb: round(genRssMb, 0),
       csrs_pregenerated: csrs,
       registrations_measured: rg.ok,
       registrations_per_s: round(registrationsPerS, 1),

@@ -1,0 +1,79 @@
+/**
+ * The store alone, no network: a heartbeat's two writes (nonce, last seen) at a fixed
+ * rate through SqliteStore's group commit, with SQLite's automatic WAL checkpoints on
+ * the event loop vs the background checkpointer the controller uses — and the
+ * event-loop delay each leaves behind. Isolates the checkpoint stalls from the network
+ * and generator noise of `npm run bench`.
+ *
+ *   node --import tsx bench/store-stalls.ts [--rate 1000] [--seconds 12] [--rounds 3]
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { monitorEventLoopDelay } from "node:perf_hooks";
+import { randomBytes } from "node:crypto";
+import { parseArgs } from "node:util";
+import { SqliteStore } from "../controller/store/sqlite-store.ts";
+import { KeyEncryptor } from "../controller/store/key-encryption.ts";
+
+const { values } = parseArgs({
+  options: { rate: { type: "string", default: "1000" }, seconds: { type: "string", default: "12" }, rounds: { type: "string", default: "3" } },
+});
+const RATE = Math.min(20_000, Math.max(1, Number(values.rate)));
+const SECONDS = Math.min(120, Math.max(1, Number(values.seconds)));
+const ROUNDS = Math.min(10, Math.max(1, Number(values.rounds)));
+
+async function run(background: boolean): Promise<string> {
+  const dir = mkdtempSync(join(tmpdir(), "tether-store-stalls-"));
+  const store = new SqliteStore(join(dir, "tether.db"), KeyEncryptor.loadOrCreate(dir));
+  try {
+    const tokenHash = randomBytes(32).toString("hex");
+    const now = Date.now();
+    await store.insertEnrollmentToken({ id: "enr_bench", tokenHash, createdAt: now, expiresAt: now + 3_600_000, maxUses: 1_000_000, uses: 0, revokedAt: null, labels: {} });
+    const ids: string[] = [];
+    for (let i = 0; i < 3000; i++) {
+      const id = "ex_" + randomBytes(9).toString("base64url");
+      ids.push(id);
+      await store.enrollExecutor(tokenHash, {
+        id, name: id, labels: {}, capacity: 1, certFingerprint: "fp", certIssuedAt: now, certExpiresAt: now + 86_400_000, hmacKey: randomBytes(32), now,
+      });
+    }
+    const checkpointer = background ? store.checkpointInBackground(500, (m) => process.stderr.write(`checkpoint: ${m}\n`)) : undefined;
+    const delay = monitorEventLoopDelay({ resolution: 1 });
+    delay.enable();
+    const t0 = performance.now();
+    let sent = 0;
+    let inflight = 0;
+    await new Promise<void>((resolve) => {
+      const timer = setInterval(() => {
+        const due = Math.min(RATE * SECONDS, Math.floor(((performance.now() - t0) / 1000) * RATE));
+        for (; sent < due; sent++) {
+          const id = ids[sent % ids.length]!;
+          inflight++;
+          store
+            .rememberNonce(id, randomBytes(16).toString("base64url"), Date.now() + 600_000)
+            .then(() => store.recordHeartbeat(id, "ready", Date.now()))
+            .catch((e) => process.stderr.write(`write failed: ${(e as Error).message}\n`))
+            .finally(() => inflight--);
+        }
+        if (sent >= RATE * SECONDS) {
+          clearInterval(timer);
+          resolve();
+        }
+      }, 1);
+    });
+    delay.disable();
+    for (let i = 0; inflight > 0 && i < 1000; i++) await new Promise((r) => setTimeout(r, 5));
+    await checkpointer?.stop();
+    const ms = (ns: number) => (ns / 1e6).toFixed(2).padStart(6);
+    return `${background ? "background checkpointer" : "automatic checkpoints  "}  heartbeats ${sent}  event-loop delay p50 ${ms(delay.percentile(50))} ms  p99 ${ms(delay.percentile(99))} ms  p99.9 ${ms(delay.percentile(99.9))} ms  max ${ms(delay.max)} ms`;
+  } finally {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+process.stdout.write(`${RATE} heartbeats/s for ${SECONDS} s, ${ROUNDS} rounds of each, alternating\n`);
+for (let r = 0; r < ROUNDS; r++) {
+  for (const bg of [false, true]) process.stdout.write((await run(bg)) + "\n");
+}
