@@ -1,4 +1,5 @@
 /** Certificate profiles: the executor client certificate (PROTOCOL §2) and the controller's server certificate. */
+import { EXECUTOR_ID_RE } from "../shared/random.ts";
 import { KeyObject, createHash, sign as nodeSign, webcrypto } from "node:crypto";
 import { isIP } from "node:net";
 import { executorSpiffeId } from "../shared/protocol.ts";
@@ -18,7 +19,7 @@ export interface IssuedCert {
 
 /** notBefore is back-dated this much to tolerate clock skew. */
 export const BACKDATE_MS = 5 * 60_000;
-export const EXECUTOR_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
+export { EXECUTOR_ID_RE };
 
 export function certFingerprint(der: Uint8Array): string {
   return createHash("sha256").update(der).digest("base64url");

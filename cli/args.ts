@@ -118,3 +118,10 @@ export function requireString(args: ParsedArgs, name: string): string {
   if (v === undefined || v === "") throw new UsageError(`--${name} is required`);
   return v;
 }
+
+/** The ID a command acts on (its first positional); a usage error naming where to find one. */
+export function requireId(args: ParsedArgs, what: string, listCommand?: string): string {
+  const id = args.positionals[0];
+  if (!id) throw new UsageError(`the ${what} ID is required${listCommand ? ` (see: tether ${listCommand})` : ""}`);
+  return id;
+}

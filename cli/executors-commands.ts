@@ -1,14 +1,10 @@
-import { UsageError, type ParsedArgs } from "./args.ts";
+import { requireId, type ParsedArgs } from "./args.ts";
 import { info, out, type Command } from "./command.ts";
 import { jsonOption, table } from "./data-dir.ts";
 import { OPERATOR_USAGE, operatorOptions, withOperator } from "./operator-client.ts";
 import type { ExecutorView } from "../controller/domain/executors.ts";
 
-function idArg(args: ParsedArgs): string {
-  const id = args.positionals[0];
-  if (!id) throw new UsageError("the executor ID is required (see: tether executors list)");
-  return id;
-}
+const idArg = (args: ParsedArgs) => requireId(args, "executor", "executors list");
 
 function printExecutor(e: ExecutorView, json: boolean): void {
   if (json) out(JSON.stringify(e, null, 2));

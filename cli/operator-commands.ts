@@ -6,7 +6,7 @@
 import { resolve } from "node:path";
 import { parseDuration } from "../shared/duration.ts";
 import { readFileSync } from "node:fs";
-import { requireString, UsageError, type ParsedArgs } from "./args.ts";
+import { requireId, requireString, UsageError, type ParsedArgs } from "./args.ts";
 import { info, out, type Command } from "./command.ts";
 import { dataDirOption, jsonOption, table, withDataDir } from "./data-dir.ts";
 import { loginPath, readLogin, removeLogin, saveLogin } from "./login-store.ts";
@@ -26,11 +26,6 @@ function ttlSeconds(args: ParsedArgs): number | undefined {
   }
 }
 
-function idArg(args: ParsedArgs, what: string): string {
-  const id = args.positionals[0];
-  if (!id) throw new UsageError(`the ${what} ID is required`);
-  return id;
-}
 
 export const adminBootstrap: Command = {
   spec: {
@@ -165,7 +160,7 @@ export const apiTokenRevoke: Command = {
     positionals: ["ID"],
   },
   async run(args) {
-    const id = idArg(args, "API token");
+    const id = requireId(args, "API token", "api-token list");
     await withOperator(args, (op) => op.revokeApiToken(id));
     info(`revoked API token ${id}`);
     return 0;

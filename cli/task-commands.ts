@@ -1,6 +1,6 @@
 /** `tether task submit|list|show|cancel|wait` — on --data-dir or --url, through the OperatorClient. */
 import { parseDuration } from "../shared/duration.ts";
-import { parseKeyValues, UsageError, type ParsedArgs } from "./args.ts";
+import { parseKeyValues, requireId, UsageError, type ParsedArgs } from "./args.ts";
 import { info, out, type Command } from "./command.ts";
 import { jsonOption, table } from "./data-dir.ts";
 import { OPERATOR_USAGE, operatorOptions, withOperator } from "./operator-client.ts";
@@ -87,8 +87,7 @@ export const taskList: Command = {
 export const taskShow: Command = {
   spec: { name: "task show", usage: `task show ID ${OPERATOR_USAGE} [--json]`, summary: "Shows one task with its result.", options: { ...operatorOptions, ...jsonOption }, positionals: ["ID"] },
   async run(args) {
-    const id = args.positionals[0];
-    if (!id) throw new UsageError("the task ID is required (see: tether task list)");
+    const id = requireId(args, "task", "task list");
     printTask(await withOperator(args, (op) => op.showTask(id)), args.flags.json!);
     return 0;
   },
@@ -103,8 +102,7 @@ export const taskCancel: Command = {
     positionals: ["ID"],
   },
   async run(args) {
-    const id = args.positionals[0];
-    if (!id) throw new UsageError("the task ID is required (see: tether task list)");
+    const id = requireId(args, "task", "task list");
     const t = await withOperator(args, (op) => op.cancelTask(id));
     info(`task ${id} cancelled`);
     if (args.flags.json) printTask(t, true);

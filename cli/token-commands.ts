@@ -1,5 +1,5 @@
 import { parseDuration } from "../shared/duration.ts";
-import { parseKeyValues, UsageError } from "./args.ts";
+import { parseKeyValues, requireId, UsageError } from "./args.ts";
 import { info, out, type Command } from "./command.ts";
 import { jsonOption, table } from "./data-dir.ts";
 import { OPERATOR_USAGE, operatorOptions, withOperator } from "./operator-client.ts";
@@ -57,8 +57,7 @@ export const tokenRevoke: Command = {
     positionals: ["ID"],
   },
   async run(args) {
-    const id = args.positionals[0];
-    if (!id) throw new UsageError("the token ID is required (see: tether token list)");
+    const id = requireId(args, "token", "token list");
     await withOperator(args, (op) => op.revokeEnrollmentToken(id));
     info(`revoked enrollment token ${id}`);
     return 0;

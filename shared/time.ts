@@ -3,7 +3,3 @@ export function rfc3339(d: Date | number): string {
   const date = typeof d === "number" ? new Date(d) : d;
   return date.toISOString().replace(/\.\d{3}Z$/, "Z");
 }
-
-export function nowSec(): number {
-  return Math.floor(Date.now() / 1000);
-}

@@ -16,14 +16,14 @@ import {
   showExecutorSchema, whoamiSchema,
 } from "./operator-schemas.ts";
 
-const route = (capability: Capability) => ({ route: { plane: "operator" as const, capability } });
+export const route = (capability: Capability) => ({ route: { plane: "operator" as const, capability } });
 
 /** Audit fields of an operator request: the API token (id, name, role) as actor, and the source address. */
-function who(request: FastifyRequest) {
+export function who(request: FastifyRequest) {
   return { ...operatorActor(request.operator!), source: request.ip };
 }
 
-function idParam(request: FastifyRequest): string {
+export function idParam(request: FastifyRequest): string {
   return (request.params as { id: string }).id;
 }
 

@@ -1,15 +1,11 @@
 /** Tasks on the operator plane (PROTOCOL §5): submit, list, show, cancel. */
-import type { FastifyInstance, FastifyRequest } from "fastify";
+import type { FastifyInstance } from "fastify";
 import type { ControllerContext } from "../context.ts";
-import { operatorActor } from "../domain/api-tokens.ts";
-import type { Capability } from "../domain/capabilities.ts";
 import type { SubmitTask } from "../domain/tasks.ts";
 import type { TaskStatus } from "../store/task-types.ts";
 import { idParams, int, labels, noBody, str } from "./schema-parts.ts";
+import { idParam, route, who } from "./operator-routes.ts";
 
-const route = (capability: Capability) => ({ route: { plane: "operator" as const, capability } });
-const who = (request: FastifyRequest) => ({ ...operatorActor(request.operator!), source: request.ip });
-const idOf = (request: FastifyRequest) => (request.params as { id: string }).id;
 
 const nullable = (t: string) => ({ type: [t, "null"] }) as const;
 const taskView = {
@@ -63,12 +59,12 @@ export async function taskRoutes(app: FastifyInstance, ctx: ControllerContext): 
   );
 
   app.get("/api/v1/tasks/:id", { config: route("tasks:read"), schema: { params: idParams, response: { 200: taskView } } }, async (request) =>
-    ctx.tasks.show(idOf(request)),
+    ctx.tasks.show(idParam(request)),
   );
 
   app.post(
     "/api/v1/tasks/:id/cancel",
     { config: route("tasks:write"), schema: { params: idParams, body: noBody, response: { 200: taskView } } },
-    async (request) => ctx.tasks.cancel(idOf(request), who(request)),
+    async (request) => ctx.tasks.cancel(idParam(request), who(request)),
   );
 }
