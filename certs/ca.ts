@@ -8,7 +8,8 @@ import { join } from "node:path";
 import { X509Certificate as NodeX509, createPrivateKey, createPublicKey } from "node:crypto";
 import { assertPrivateFile, ensurePrivateDir, fileExists, writeFileAtomic } from "../shared/secure-fs.ts";
 import { x509, randomSerialHex, subtle } from "./x509.ts";
-import { generateKeyPair, generationParams, importPrivateKeyPem, privateKeyToPem, signingParams, type KeyAlgorithmName } from "./keys.ts";
+import { generateKeyPair, generationParams, importPrivateKeyPem, KEY_ALGORITHMS, privateKeyToPem, signingParams, type KeyAlgorithmName } from "./keys.ts";
+import { caFingerprint, type CaFingerprint } from "../shared/fingerprint.ts";
 
 export type CaKeyType = "ed25519" | "p256";
 
@@ -22,14 +23,14 @@ export interface Ca {
   notBefore: Date;
   notAfter: Date;
   /** Uppercase hex with colons, as `openssl x509 -fingerprint -sha256` prints it. */
-  fingerprintSha256: string;
+  fingerprintSha256: CaFingerprint;
 }
 
 export const CA_CERT_FILE = "ca.pem";
 export const CA_KEY_FILE = "ca.key";
 export const DEFAULT_CA_VALIDITY_DAYS = 3650;
 
-const keyAlgOf = (t: CaKeyType): KeyAlgorithmName => (t === "p256" ? "P-256" : "Ed25519");
+const keyAlgOf = (t: CaKeyType): KeyAlgorithmName => KEY_ALGORITHMS[t];
 export const caKeyAlg = (ca: Pick<Ca, "keyType">): KeyAlgorithmName => keyAlgOf(ca.keyType);
 
 /** Characters that would change the meaning of a string-form DN. */
@@ -44,7 +45,7 @@ function toCa(certPem: string, privateKey: CryptoKey, alg: KeyAlgorithmName): Ca
     keyType: alg === "Ed25519" ? "ed25519" : "p256",
     notBefore: cert.notBefore,
     notAfter: cert.notAfter,
-    fingerprintSha256: new NodeX509(certPem).fingerprint256,
+    fingerprintSha256: caFingerprint(new Uint8Array(cert.rawData)),
   };
 }
 

@@ -5,12 +5,12 @@
  * Whether it is still that executor's current certificate is the caller's to check.
  */
 import { X509Certificate, type KeyObject } from "node:crypto";
-import { certFingerprint } from "./profiles.ts";
+import { certThumbprint, type CertThumbprint } from "../shared/fingerprint.ts";
+import { EXECUTOR_ID_PATTERN } from "../shared/ids.ts";
 
 export interface ClientCertIdentity {
   executorId: string;
-  /** base64url SHA-256 of the DER. */
-  fingerprint: string;
+  fingerprint: CertThumbprint;
   /** notAfter, unix ms. */
   notAfter: number;
 }
@@ -35,7 +35,7 @@ function caKey(ca: X509Certificate): KeyObject {
 function sanPattern(trustDomain: string): RegExp {
   let re = sanPatterns.get(trustDomain);
   if (!re) {
-    re = new RegExp(`^URI:spiffe://${escapeRe(trustDomain)}/executor/([A-Za-z0-9_-]{1,64})$`);
+    re = new RegExp(`^URI:spiffe://${escapeRe(trustDomain)}/executor/(${EXECUTOR_ID_PATTERN})$`);
     sanPatterns.set(trustDomain, re);
   }
   return re;
@@ -60,7 +60,7 @@ export function checkClientCert(
   if (nowMs >= notAfter) return { ok: false, reason: "expired" };
   if (cert.ca) return { ok: false, reason: "a CA certificate" };
   if (!cert.keyUsage?.includes(CLIENT_AUTH)) return { ok: false, reason: "no clientAuth EKU" };
-  const m = sanPattern(trust.trustDomain).exec(cert.subjectAltName ?? "");
-  if (!m) return { ok: false, reason: "bad SAN" };
-  return { ok: true, identity: { executorId: m[1]!, fingerprint: certFingerprint(cert.raw), notAfter } };
+  const executorId = sanPattern(trust.trustDomain).exec(cert.subjectAltName ?? "")?.[1];
+  if (!executorId) return { ok: false, reason: "bad SAN" };
+  return { ok: true, identity: { executorId, fingerprint: certThumbprint(cert.raw), notAfter } };
 }

@@ -5,7 +5,7 @@
  */
 import { createPublicKey } from "node:crypto";
 import { x509, subtle } from "./x509.ts";
-import { generationParams, type KeyAlgorithmName } from "./keys.ts";
+import { generationParams, keyAlgorithmOf, type KeyAlgorithmName } from "./keys.ts";
 
 export class CsrError extends Error {}
 export type CsrKeyAlg = KeyAlgorithmName;
@@ -33,12 +33,8 @@ function isSingleDerSequence(der: Buffer): boolean {
 
 function keyAlgOf(spki: ArrayBuffer): CsrKeyAlg {
   const ko = createPublicKey({ key: Buffer.from(spki), format: "der", type: "spki" });
-  if (ko.asymmetricKeyType === "ed25519") return "Ed25519";
-  if (ko.asymmetricKeyType === "ec") {
-    const curve = ko.asymmetricKeyDetails?.namedCurve;
-    if (curve === "prime256v1") return "P-256";
-    if (curve === "secp384r1") return "P-384";
-  }
+  const alg = keyAlgorithmOf(ko);
+  if (alg) return alg;
   throw new CsrError(`unsupported CSR key type ${ko.asymmetricKeyType}${ko.asymmetricKeyDetails?.namedCurve ? ` (${ko.asymmetricKeyDetails.namedCurve})` : ""}`);
 }
 

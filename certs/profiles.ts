@@ -1,8 +1,9 @@
 /** Certificate profiles: the executor client certificate (PROTOCOL §2) and the controller's server certificate. */
-import { EXECUTOR_ID_RE } from "../shared/random.ts";
-import { KeyObject, createHash, sign as nodeSign, webcrypto } from "node:crypto";
+import { KeyObject, sign as nodeSign, webcrypto } from "node:crypto";
 import { isIP } from "node:net";
 import { executorSpiffeId } from "../shared/protocol.ts";
+import { certThumbprint, type CertThumbprint } from "../shared/fingerprint.ts";
+import { EXECUTOR_ID_RE } from "../shared/ids.ts";
 import { x509, randomSerialHex } from "./x509.ts";
 import { generateKeyPair, privateKeyToPem, signingParams } from "./keys.ts";
 import { caKeyAlg, stripDnSpecials, type Ca } from "./ca.ts";
@@ -10,8 +11,8 @@ import { caKeyAlg, stripDnSpecials, type Ca } from "./ca.ts";
 export interface IssuedCert {
   pem: string;
   der: Uint8Array;
-  /** base64url SHA-256 of the DER: the JWT `cnf.x5t#S256`. */
-  fingerprint: string;
+  /** The JWT `cnf.x5t#S256`. */
+  fingerprint: CertThumbprint;
   serialHex: string;
   notBefore: Date;
   notAfter: Date;
@@ -19,11 +20,6 @@ export interface IssuedCert {
 
 /** notBefore is back-dated this much to tolerate clock skew. */
 export const BACKDATE_MS = 5 * 60_000;
-export { EXECUTOR_ID_RE };
-
-export function certFingerprint(der: Uint8Array): string {
-  return createHash("sha256").update(der).digest("base64url");
-}
 
 function validity(ca: Ca, ttlSeconds: number, now: Date): { notBefore: Date; notAfter: Date } {
   if (!Number.isFinite(ttlSeconds) || ttlSeconds <= 0) throw new Error(`invalid certificate lifetime ${ttlSeconds}s`);
@@ -107,7 +103,7 @@ async function issue(
     extensions: [...extensions, aki],
   }, syncSigner);
   const der = new Uint8Array(cert.rawData);
-  return { pem: cert.toString("pem") + "\n", der, fingerprint: certFingerprint(der), serialHex, notBefore: cert.notBefore, notAfter: cert.notAfter };
+  return { pem: cert.toString("pem") + "\n", der, fingerprint: certThumbprint(der), serialHex, notBefore: cert.notBefore, notAfter: cert.notAfter };
 }
 
 /** The parts of the executor profile that never change (encoded once; extensions are immutable). */

@@ -2,6 +2,8 @@
  * A small, strict command-line parser: every command declares its options, and
  * anything undeclared is a one-line error instead of being silently ignored.
  */
+import { parseDuration } from "../shared/duration.ts";
+
 export type OptionKind = "string" | "boolean" | "list";
 
 export interface OptionSpec {
@@ -124,4 +126,32 @@ export function requireId(args: ParsedArgs, what: string, listCommand?: string):
   const id = args.positionals[0];
   if (!id) throw new UsageError(`the ${what} ID is required${listCommand ? ` (see: tether ${listCommand})` : ""}`);
   return id;
+}
+
+/** The value of an option the command cannot do without (one with a default is always set). */
+export function required<T>(value: T | undefined, name: string): T {
+  if (value === undefined) throw new UsageError(`--${name} is required`);
+  return value;
+}
+
+/** A duration option (`90s`, `15m`, `24h`, `7d`) in seconds; undefined when not given. */
+export function durationSeconds(args: ParsedArgs, name: string): number | undefined {
+  const text = args.strings[name];
+  if (text === undefined) return undefined;
+  try {
+    return parseDuration(text);
+  } catch (e) {
+    throw new UsageError(`--${name}: ${(e as Error).message}`);
+  }
+}
+
+/** A whole-number option (digits only) from 1 to `max`; undefined when not given. */
+export function wholeNumber(args: ParsedArgs, name: string, max?: number): number | undefined {
+  const text = args.strings[name];
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n) || n < 1 || (max !== undefined && n > max)) {
+    throw new UsageError(`--${name} must be a whole number ${max === undefined ? "≥ 1" : `from 1 to ${max}`}`);
+  }
+  return n;
 }

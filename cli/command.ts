@@ -14,3 +14,10 @@ export function info(msg: string): void {
 export function out(text: string): void {
   process.stdout.write(text.endsWith("\n") ? text : text + "\n");
 }
+
+/** One record as `key value` lines (objects as JSON), keys padded to `keyWidth`. */
+export function recordText(r: object, keyWidth: number): string {
+  return Object.entries(r)
+    .map(([k, v]) => `${k.padEnd(keyWidth)} ${v !== null && typeof v === "object" ? JSON.stringify(v) : String(v)}`)
+    .join("\n");
+}

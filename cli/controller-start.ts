@@ -1,8 +1,7 @@
 import { resolve } from "node:path";
-import { parseDuration } from "../shared/duration.ts";
 import { defaultConfig, resolveEnv } from "../controller/config.ts";
 import { startController } from "../controller/controller.ts";
-import { requireString, UsageError, type ParsedArgs } from "./args.ts";
+import { durationSeconds, required, requireString, UsageError, type ParsedArgs } from "./args.ts";
 import { info, type Command } from "./command.ts";
 import { dataDirOption } from "./data-dir.ts";
 
@@ -13,13 +12,8 @@ function parseListen(text: string): { host: string; port: number } {
   return { host: m[1] ?? m[2]!, port };
 }
 
-function duration(args: ParsedArgs, name: string): number {
-  try {
-    return parseDuration(args.strings[name]!);
-  } catch (e) {
-    throw new UsageError(`--${name}: ${(e as Error).message}`);
-  }
-}
+/** A duration option that has a default. */
+const duration = (args: ParsedArgs, name: string): number => required(durationSeconds(args, name), name);
 
 export const controllerStart: Command = {
   spec: {

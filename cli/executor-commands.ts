@@ -1,12 +1,11 @@
 /** `tether executor run` (the daemon) and `tether executor status` (PROTOCOL §6). */
 import { readFileSync, statSync } from "node:fs";
 import { resolve } from "node:path";
-import { parseDuration } from "../shared/duration.ts";
-import { parseKeyValues, requireString, UsageError, type ParsedArgs } from "./args.ts";
+import { durationSeconds, parseKeyValues, required, requireString, UsageError, wholeNumber, type ParsedArgs } from "./args.ts";
 import { info, out, type Command } from "./command.ts";
 import { bundleCerts } from "../executor/certificate.ts";
 import { KEY_TYPES, type KeyType } from "../executor/csr.ts";
-import { ExecutorDaemon, tokenFileReader } from "../executor/daemon.ts";
+import { ExecutorDaemon, tokenFileReader } from "../executor/daemon/daemon.ts";
 import { ExitCode } from "../executor/exit-codes.ts";
 import { createLogger } from "../executor/logger.ts";
 import { readStatus } from "../executor/status.ts";
@@ -38,21 +37,6 @@ function readCaFile(args: ParsedArgs): string {
   }
   if (bundleCerts(pem).length === 0) throw new UsageError(`--ca-file: ${path} holds no PEM certificate (use the controller's ca.pem / "tether ca bundle")`);
   return pem;
-}
-
-function positiveInt(args: ParsedArgs, name: string, max: number): number {
-  const text = args.strings[name]!;
-  const n = Number(text);
-  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n) || n < 1 || n > max) throw new UsageError(`--${name} must be a whole number from 1 to ${max}, got "${text}"`);
-  return n;
-}
-
-function durationMs(args: ParsedArgs, name: string): number {
-  try {
-    return parseDuration(args.strings[name]!) * 1000;
-  } catch (e) {
-    throw new UsageError(`--${name}: ${(e as Error).message}`);
-  }
 }
 
 export const executorRun: Command = {
@@ -90,14 +74,14 @@ export const executorRun: Command = {
     const caFilePem = readCaFile(args);
     const stateDir = resolve(requireString(args, "state-dir"));
     const labels = parseKeyValues(args.lists.label!, "label");
-    const capacity = positiveInt(args, "capacity", 1024);
+    const capacity = required(wholeNumber(args, "capacity", 1024), "capacity");
     const keyType = args.strings["key-type"] as KeyType;
     if (!KEY_TYPES.includes(keyType)) throw new UsageError(`--key-type must be one of ${KEY_TYPES.join(", ")}`);
     const level = args.strings["log-level"]!;
     if (!LOG_LEVELS.includes(level)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}`);
     const name = args.strings.name;
     if (name !== undefined && (name.length < 1 || name.length > 64)) throw new UsageError("--name must be 1 to 64 characters");
-    const drainTimeoutMs = durationMs(args, "drain-timeout");
+    const drainTimeoutMs = required(durationSeconds(args, "drain-timeout"), "drain-timeout") * 1000;
     if (args.strings.token !== undefined && args.strings["token-file"] !== undefined) throw new UsageError("give either --token or --token-file, not both");
     const allowed = [...new Set(args.lists["allow-command"]!)];
     for (const a of allowed) {

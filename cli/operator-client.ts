@@ -12,29 +12,14 @@ import { UsageError } from "./args.ts";
 import { withDataDir, dataDirOption } from "./data-dir.ts";
 import { readLogin, sameUrl } from "./login-store.ts";
 import type { ControllerContext } from "../controller/context.ts";
-import type { EnrollmentTokenView } from "../controller/domain/enrollment.ts";
-import type { ExecutorView } from "../controller/domain/executors.ts";
-import type { ApiTokenView, CreatedApiToken } from "../controller/domain/api-tokens.ts";
-import type { Capability, Role } from "../controller/domain/capabilities.ts";
 import { capabilitiesOf } from "../controller/domain/capabilities.ts";
-import { readAuditEvents, type AuditEvent } from "../controller/domain/audit-reader.ts";
-import type { SubmitTask, TaskView } from "../controller/domain/tasks.ts";
-import type { TaskStatus } from "../controller/store/task-types.ts";
+import { readAuditEvents } from "../controller/domain/audit-reader.ts";
+import type {
+  ApiTokenView, AuditEvent, CreatedApiToken, CreatedEnrollmentToken, EnrollmentTokenView, ExecutorView, SubmitTask, TaskStatus, TaskView,
+  Whoami as WhoAmI,
+} from "../shared/wire/operator.ts";
 
-export interface WhoAmI {
-  id: string;
-  name: string;
-  role: Role;
-  capabilities: Capability[];
-  expires_at: string | null;
-}
-
-export interface CreatedEnrollmentToken {
-  id: string;
-  token: string;
-  expires_at: string;
-  max_uses: number;
-}
+export type { CreatedEnrollmentToken, WhoAmI };
 
 export interface OperatorClient {
   /** Where the commands go, for messages: "data dir /x" or "https://…". */

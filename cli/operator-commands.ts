@@ -6,26 +6,15 @@
 import { resolve } from "node:path";
 import { parseDuration } from "../shared/duration.ts";
 import { readFileSync } from "node:fs";
-import { requireId, requireString, UsageError, type ParsedArgs } from "./args.ts";
+import { durationSeconds, requireString, UsageError, wholeNumber } from "./args.ts";
 import { info, out, type Command } from "./command.ts";
-import { dataDirOption, jsonOption, table, withDataDir } from "./data-dir.ts";
+import { idCommand, listCommand } from "./command-kinds.ts";
+import { dataDirOption, withDataDir } from "./data-dir.ts";
 import { loginPath, readLogin, removeLogin, saveLogin } from "./login-store.ts";
 import { normalizeUrl, OPERATOR_USAGE, operatorOptions, readCaFile, RemoteOperatorClient, withOperator } from "./operator-client.ts";
-import { ROLES } from "../controller/domain/capabilities.ts";
-import { AUDIT_MAX_LIMIT } from "../controller/domain/audit-reader.ts";
+import { AUDIT_MAX_LIMIT, ROLES } from "../shared/wire/operator.ts";
 
 const user = () => process.env.USER ?? process.env.LOGNAME ?? "unknown";
-
-function ttlSeconds(args: ParsedArgs): number | undefined {
-  const text = args.strings.ttl;
-  if (text === undefined) return undefined;
-  try {
-    return parseDuration(text);
-  } catch (e) {
-    throw new UsageError(`--ttl: ${(e as Error).message}`);
-  }
-}
-
 
 export const adminBootstrap: Command = {
   spec: {
@@ -41,7 +30,7 @@ export const adminBootstrap: Command = {
     },
   },
   async run(args) {
-    const ttl = ttlSeconds(args);
+    const ttl = durationSeconds(args, "ttl");
     const created = await withDataDir(args, (ctx) =>
       ctx.apiTokens.bootstrap({ name: args.strings.name, ttlSeconds: ttl }, `cli:${user()}`, { via: "cli", user: user() }),
     );
@@ -128,7 +117,7 @@ export const apiTokenCreate: Command = {
     const name = requireString(args, "name");
     const role = requireString(args, "role");
     if (!(ROLES as readonly string[]).includes(role)) throw new UsageError(`--role must be one of ${ROLES.join(", ")}`);
-    const ttl = ttlSeconds(args);
+    const ttl = durationSeconds(args, "ttl");
     const created = await withOperator(args, (op) => op.createApiToken({ name, role, ...(ttl !== undefined ? { ttl_s: ttl } : {}) }));
     info(`API token ${created.id} (${created.name}, ${created.role})${created.expires_at ? ` expires ${created.expires_at}` : ", no expiry"}`);
     out(created.token);
@@ -136,60 +125,38 @@ export const apiTokenCreate: Command = {
   },
 };
 
-export const apiTokenList: Command = {
-  spec: {
-    name: "api-token list",
-    usage: `api-token list ${OPERATOR_USAGE} [--json]`,
-    summary: "Lists operator API tokens (never their secrets). Needs an admin.",
-    options: { ...operatorOptions, ...jsonOption },
-  },
-  async run(args) {
-    const tokens = await withOperator(args, (op) => op.listApiTokens());
-    if (args.flags.json) out(JSON.stringify(tokens, null, 2));
-    else out(table(tokens as unknown as Record<string, unknown>[], ["id", "name", "role", "state", "expires_at", "last_used_at", "last_used_ip"]));
-    return 0;
-  },
-};
+export const apiTokenList = listCommand({
+  name: "api-token list", summary: "Lists operator API tokens (never their secrets). Needs an admin.",
+  list: () => (op) => op.listApiTokens(),
+  human: ["id", "name", "role", "state", "expires_at", "last_used_at", "last_used_ip"],
+});
 
-export const apiTokenRevoke: Command = {
-  spec: {
-    name: "api-token revoke",
-    usage: `api-token revoke ID ${OPERATOR_USAGE}`,
-    summary: "Revokes an operator API token: its very next request is refused. Needs an admin.",
-    options: { ...operatorOptions },
-    positionals: ["ID"],
-  },
-  async run(args) {
-    const id = requireId(args, "API token", "api-token list");
-    await withOperator(args, (op) => op.revokeApiToken(id));
-    info(`revoked API token ${id}`);
-    return 0;
-  },
-};
+export const apiTokenRevoke = idCommand({
+  name: "api-token revoke", what: "API token", act: (op, id) => op.revokeApiToken(id),
+  summary: "Revokes an operator API token: its very next request is refused. Needs an admin.",
+  done: (id) => `revoked API token ${id}`,
+});
 
-export const auditList: Command = {
-  spec: {
-    name: "audit list",
-    usage: `audit list [--since TIME|DURATION] [--limit N] ${OPERATOR_USAGE} [--json]`,
-    summary: "Prints the newest audit events (one JSON object per line, newest last). Needs an admin.",
-    options: {
-      ...operatorOptions,
-      ...jsonOption,
-      since: { kind: "string", arg: "TIME", help: "only events at or after this RFC 3339 time, or this long ago (e.g. 1h)" },
-      limit: { kind: "string", arg: "N", help: `at most this many events (1–${AUDIT_MAX_LIMIT})`, default: "100" },
-    },
+export const auditList = listCommand({
+  name: "audit list",
+  usage: `audit list [--since TIME|DURATION] [--limit N] ${OPERATOR_USAGE} [--json]`,
+  summary: "Prints the newest audit events (one JSON object per line, newest last). Needs an admin.",
+  options: {
+    since: { kind: "string", arg: "TIME", help: "only events at or after this RFC 3339 time, or this long ago (e.g. 1h)" },
+    limit: { kind: "string", arg: "N", help: `at most this many events (1–${AUDIT_MAX_LIMIT})`, default: "100" },
   },
-  async run(args) {
-    const limit = Number(args.strings.limit);
-    if (!/^\d+$/.test(args.strings.limit!) || limit < 1 || limit > AUDIT_MAX_LIMIT) throw new UsageError(`--limit must be a whole number from 1 to ${AUDIT_MAX_LIMIT}`);
-    let since = args.strings.since;
-    if (since !== undefined) {
-      if (/^\d+[smhd]?$/.test(since.trim())) since = new Date(Date.now() - parseDuration(since) * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
-      else if (!Number.isFinite(Date.parse(since))) throw new UsageError(`--since expects an RFC 3339 time or a duration, got "${since}"`);
-    }
-    const events = await withOperator(args, (op) => op.audit({ since, limit }));
-    if (args.flags.json) out(JSON.stringify(events, null, 2));
-    else if (events.length) out(events.map((e) => JSON.stringify(e)).join("\n"));
-    return 0;
+  list(args) {
+    const limit = wholeNumber(args, "limit", AUDIT_MAX_LIMIT);
+    const since = auditSince(args.strings.since);
+    return (op) => op.audit({ since, limit });
   },
-};
+  human: (events) => (events.length ? events.map((e) => JSON.stringify(e)).join("\n") : undefined),
+});
+
+/** `--since`: an RFC 3339 time as given, or a duration back from now. */
+function auditSince(text: string | undefined): string | undefined {
+  if (text === undefined) return undefined;
+  if (/^\d+[smhd]?$/.test(text.trim())) return new Date(Date.now() - parseDuration(text) * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
+  if (!Number.isFinite(Date.parse(text))) throw new UsageError(`--since expects an RFC 3339 time or a duration, got "${text}"`);
+  return text;
+}

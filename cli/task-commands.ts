@@ -1,36 +1,13 @@
 /** `tether task submit|list|show|cancel|wait` — on --data-dir or --url, through the OperatorClient. */
-import { parseDuration } from "../shared/duration.ts";
-import { parseKeyValues, requireId, UsageError, type ParsedArgs } from "./args.ts";
+import { durationSeconds, parseKeyValues, UsageError, wholeNumber } from "./args.ts";
 import { info, out, type Command } from "./command.ts";
-import { jsonOption, table } from "./data-dir.ts";
+import { idCommand, listCommand, recordPrinter } from "./command-kinds.ts";
+import { jsonOption } from "./data-dir.ts";
 import { OPERATOR_USAGE, operatorOptions, withOperator } from "./operator-client.ts";
-import type { TaskView } from "../controller/domain/tasks.ts";
-import { TERMINAL_STATUSES, type TaskStatus } from "../controller/store/task-types.ts";
+import { TERMINAL_STATUSES, type TaskStatus } from "../shared/wire/operator.ts";
 
 const STATUSES: TaskStatus[] = ["queued", "leased", "succeeded", "failed", "cancelled"];
-
-function seconds(args: ParsedArgs, name: string): number | undefined {
-  const v = args.strings[name];
-  if (v === undefined) return undefined;
-  try {
-    return parseDuration(v);
-  } catch (e) {
-    throw new UsageError(`--${name}: ${(e as Error).message}`);
-  }
-}
-
-function wholeNumber(args: ParsedArgs, name: string): number | undefined {
-  const v = args.strings[name];
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${name} must be a whole number ≥ 1`);
-  return n;
-}
-
-function printTask(t: TaskView, json: boolean): void {
-  if (json) return out(JSON.stringify(t, null, 2));
-  out(Object.entries(t).map(([k, v]) => `${k.padEnd(17)} ${v !== null && typeof v === "object" ? JSON.stringify(v) : String(v)}`).join("\n"));
-}
+const print = recordPrinter(17);
 
 export const taskSubmit: Command = {
   spec: {
@@ -52,7 +29,7 @@ export const taskSubmit: Command = {
         kind: "command",
         payload: { argv: args.rest },
         selector: parseKeyValues(args.lists.selector!, "selector"),
-        timeout_s: seconds(args, "timeout"),
+        timeout_s: durationSeconds(args, "timeout"),
         max_attempts: wholeNumber(args, "max-attempts"),
       }),
     );
@@ -62,53 +39,29 @@ export const taskSubmit: Command = {
   },
 };
 
-export const taskList: Command = {
-  spec: {
-    name: "task list",
-    usage: `task list ${OPERATOR_USAGE} [--status S] [--limit N] [--json]`,
-    summary: "Lists tasks, newest first.",
-    options: {
-      ...operatorOptions,
-      ...jsonOption,
-      status: { kind: "string", arg: "STATUS", help: STATUSES.join(", ") },
-      limit: { kind: "string", arg: "N", help: "at most N tasks (max 1000)", default: "100" },
-    },
+export const taskList = listCommand({
+  name: "task list",
+  usage: `task list ${OPERATOR_USAGE} [--status S] [--limit N] [--json]`,
+  summary: "Lists tasks, newest first.",
+  options: {
+    status: { kind: "string", arg: "STATUS", help: STATUSES.join(", ") },
+    limit: { kind: "string", arg: "N", help: "at most N tasks (max 1000)", default: "100" },
   },
-  async run(args) {
-    const status = args.strings.status as TaskStatus | undefined;
-    if (status !== undefined && !STATUSES.includes(status)) throw new UsageError(`--status must be one of ${STATUSES.join(", ")}`);
-    const tasks = await withOperator(args, (op) => op.listTasks({ status, limit: Math.min(wholeNumber(args, "limit") ?? 100, 1000) }));
-    if (args.flags.json) out(JSON.stringify(tasks, null, 2));
-    else out(table(tasks as unknown as Record<string, unknown>[], ["id", "kind", "status", "attempts", "executor_id", "created_at", "error"]));
-    return 0;
+  list(args) {
+    const status = STATUSES.find((s) => s === args.strings.status);
+    if (args.strings.status !== undefined && !status) throw new UsageError(`--status must be one of ${STATUSES.join(", ")}`);
+    return (op) => op.listTasks({ status, limit: Math.min(wholeNumber(args, "limit") ?? 100, 1000) });
   },
-};
+  human: ["id", "kind", "status", "attempts", "executor_id", "created_at", "error"],
+});
 
-export const taskShow: Command = {
-  spec: { name: "task show", usage: `task show ID ${OPERATOR_USAGE} [--json]`, summary: "Shows one task with its result.", options: { ...operatorOptions, ...jsonOption }, positionals: ["ID"] },
-  async run(args) {
-    const id = requireId(args, "task", "task list");
-    printTask(await withOperator(args, (op) => op.showTask(id)), args.flags.json!);
-    return 0;
-  },
-};
+export const taskShow = idCommand({ name: "task show", what: "task", summary: "Shows one task with its result.", act: (op, id) => op.showTask(id), print });
 
-export const taskCancel: Command = {
-  spec: {
-    name: "task cancel",
-    usage: `task cancel ID ${OPERATOR_USAGE}`,
-    summary: "Cancels a task; a running one is stopped on its executor at the next heartbeat.",
-    options: { ...operatorOptions, ...jsonOption },
-    positionals: ["ID"],
-  },
-  async run(args) {
-    const id = requireId(args, "task", "task list");
-    const t = await withOperator(args, (op) => op.cancelTask(id));
-    info(`task ${id} cancelled`);
-    if (args.flags.json) printTask(t, true);
-    return 0;
-  },
-};
+export const taskCancel = idCommand({
+  name: "task cancel", what: "task", act: (op, id) => op.cancelTask(id), print,
+  summary: "Cancels a task; a running one is stopped on its executor at the next heartbeat.",
+  done: (id) => `task ${id} cancelled`,
+});
 
 export const taskWait: Command = {
   spec: {
@@ -126,8 +79,8 @@ export const taskWait: Command = {
   async run(args) {
     const ids = [...new Set(args.positionals)];
     if (ids.length === 0) throw new UsageError("give at least one task ID");
-    const timeoutS = seconds(args, "timeout");
-    const intervalMs = (seconds(args, "interval") ?? 1) * 1000;
+    const timeoutS = durationSeconds(args, "timeout");
+    const intervalMs = (durationSeconds(args, "interval") ?? 1) * 1000;
     const deadline = timeoutS === undefined ? Infinity : Date.now() + timeoutS * 1000;
     const final = await withOperator(args, async (op) => {
       let last = "";

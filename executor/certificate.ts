@@ -1,25 +1,28 @@
 /** What the executor needs to know about its certificate, key and trust bundle (node:crypto only). */
-import { X509Certificate, createHash } from "node:crypto";
+import { X509Certificate } from "node:crypto";
+import { certificateBlocks } from "../certs/bundle.ts";
+import { certThumbprint, type CertThumbprint } from "../shared/fingerprint.ts";
+import { EXECUTOR_ID_PATTERN } from "../shared/ids.ts";
 import { publicKeyDerOfPrivateKey } from "./csr.ts";
 
 export interface CertInfo {
   notBeforeMs: number;
   notAfterMs: number;
-  /** lowercase hex SHA-256 of the DER certificate. */
-  fingerprint: string;
+  /** How the executor and the controller name this certificate (the JWT `cnf.x5t#S256`). */
+  fingerprint: CertThumbprint;
   /** The executor id the certificate names (SAN URI `…/executor/<id>`, else CN), if any. */
   executorId?: string;
   serial: string;
 }
 
-const PEM_CERT_RE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
+const SAN_URI_RE = new RegExp(`^URI:spiffe://[^/]+/executor/(${EXECUTOR_ID_PATTERN})$`);
 
 export function certInfo(certPem: string): CertInfo {
   const c = new X509Certificate(certPem);
   return {
     notBeforeMs: Date.parse(c.validFrom),
     notAfterMs: Date.parse(c.validTo),
-    fingerprint: createHash("sha256").update(c.raw).digest("hex"),
+    fingerprint: certThumbprint(c.raw),
     executorId: executorIdOf(c),
     serial: c.serialNumber,
   };
@@ -27,7 +30,7 @@ export function certInfo(certPem: string): CertInfo {
 
 function executorIdOf(c: X509Certificate): string | undefined {
   for (const part of (c.subjectAltName ?? "").split(/,\s*/)) {
-    const m = /^URI:spiffe:\/\/[^/]+\/executor\/([A-Za-z0-9_-]{1,64})$/.exec(part.trim());
+    const m = SAN_URI_RE.exec(part.trim());
     if (m) return m[1];
   }
   const cn = /(?:^|\n)CN=([^\n]+)/.exec(c.subject);
@@ -48,7 +51,7 @@ export function keyMatchesCert(keyPem: string, certPem: string): boolean {
 /** The certificates of a PEM bundle (unparseable blocks are skipped). */
 export function bundleCerts(bundlePem: string): X509Certificate[] {
   const out: X509Certificate[] = [];
-  for (const block of bundlePem.match(PEM_CERT_RE) ?? []) {
+  for (const block of certificateBlocks(bundlePem)) {
     try {
       out.push(new X509Certificate(block));
     } catch {

@@ -22,7 +22,8 @@
 import { existsSync, readFileSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { assertPrivateFile, ensurePrivateDir, writeFileAtomic } from "../shared/secure-fs.ts";
-import { EXECUTOR_ID_RE } from "../shared/random.ts";
+import { EXECUTOR_ID_RE } from "../shared/ids.ts";
+import type { CertThumbprint } from "../shared/fingerprint.ts";
 import { certInfo, keyMatchesCert, type CertInfo } from "./certificate.ts";
 import { KEY_TYPES, type KeyType } from "./csr.ts";
 
@@ -57,8 +58,8 @@ export interface SessionRecord {
   jwt?: string;
   jwt_issued_at?: string;
   jwt_expires_at?: string;
-  /** Fingerprint of the certificate `cert_received_at` belongs to. */
-  cert_fingerprint?: string;
+  /** The certificate `cert_received_at` belongs to. */
+  cert_fingerprint?: CertThumbprint;
   cert_received_at?: string;
   cert_expires_at?: string;
   last_contact_at?: string;

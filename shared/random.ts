@@ -22,4 +22,3 @@ export function safeEqual(a: string, b: string): boolean {
   return ab.length === bb.length && timingSafeEqual(ab, bb);
 }
 
-export const EXECUTOR_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;

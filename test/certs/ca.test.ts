@@ -1,4 +1,4 @@
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { chmodSync, existsSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { X509Certificate, createPrivateKey } from "node:crypto";
@@ -6,9 +6,9 @@ import { loadOrCreateCa } from "../../certs/ca.ts";
 import { loadOrCreateJwtKey } from "../../certs/jwt-key.ts";
 import { bundlePem, parseBundle } from "../../certs/bundle.ts";
 import { x509 } from "../../certs/x509.ts";
-import { cleanup, hasOpenssl, openssl, tempDir } from "./helpers.ts";
+import { hasOpenssl, openssl } from "./helpers.ts";
+import { tempDir } from "../support/temp-dir.ts";
 
-afterAll(cleanup);
 const mode = (p: string) => statSync(p).mode & 0o777;
 
 describe("CA", () => {

@@ -1,12 +1,13 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { X509Certificate, createHash } from "node:crypto";
-import { loadOrCreateCa, type Ca } from "../../certs/ca.ts";
+import type { Ca } from "../../certs/ca.ts";
 import { checkClientCert } from "../../certs/client-cert.ts";
-import { certFingerprint, issueExecutorCert, issueServerCert } from "../../certs/profiles.ts";
+import { issueExecutorCert, issueServerCert } from "../../certs/profiles.ts";
+import { certThumbprint } from "../../shared/fingerprint.ts";
 import { x509 } from "../../certs/x509.ts";
-import { cleanup, keyPair, tempDir } from "./helpers.ts";
+import { keyPair } from "./helpers.ts";
+import { createTestCa } from "../support/ca.ts";
 
-afterAll(cleanup);
 const TD = "tether.local";
 let ca: Ca;
 let other: Ca; // a foreign CA with the very same subject name
@@ -14,8 +15,8 @@ let trust: { caCerts: X509Certificate[]; trustDomain: string };
 let publicKey: CryptoKey;
 
 beforeAll(async () => {
-  ca = (await loadOrCreateCa(tempDir(), { trustDomain: TD })).ca;
-  other = (await loadOrCreateCa(tempDir(), { trustDomain: TD })).ca;
+  ca = (await createTestCa({ trustDomain: TD })).ca;
+  other = (await createTestCa({ trustDomain: TD })).ca;
   trust = { caCerts: [new X509Certificate(ca.certPem)], trustDomain: TD };
   publicKey = (await keyPair("P-256")).publicKey;
 });
@@ -124,7 +125,7 @@ describe("checkClientCert", () => {
   it("the fingerprint is base64url SHA-256 of the DER", async () => {
     const der = await craft(ca, { eku: [CLIENT], sans: [spiffe("zz")] });
     const r = checkClientCert(der, trust);
-    expect(r.ok && r.identity.fingerprint).toBe(certFingerprint(der));
+    expect(r.ok && r.identity.fingerprint).toBe(certThumbprint(der));
     expect(r.ok && r.identity.fingerprint).toBe(createHash("sha256").update(der).digest("base64url"));
   });
 });

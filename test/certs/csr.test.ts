@@ -1,12 +1,12 @@
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { join } from "node:path";
 import { readFileSync } from "node:fs";
 import { webcrypto } from "node:crypto";
 import { CsrError, parseAndVerifyCsr } from "../../certs/csr.ts";
 import { x509 } from "../../certs/x509.ts";
-import { cleanup, hasOpenssl, keyPair, makeCsr, openssl, pem, tempDir, type Alg } from "./helpers.ts";
+import { hasOpenssl, keyPair, makeCsr, openssl, pem, type Alg } from "./helpers.ts";
+import { tempDir } from "../support/temp-dir.ts";
 
-afterAll(cleanup);
 
 async function expectCsrError(input: unknown, msg?: RegExp): Promise<void> {
   let err: unknown;

@@ -1,31 +1,11 @@
-/** Shared fixtures for the certs tests: temp dirs, CSRs, openssl. */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+/** Fixtures for the certs tests: key pairs, CSRs, openssl. Temp dirs and CAs are in test/support/. */
 import { spawnSync } from "node:child_process";
-import { webcrypto } from "node:crypto";
 import { x509, toPem } from "../../certs/x509.ts";
+import { generateKeyPair, signingParams, type KeyAlgorithmName } from "../../certs/keys.ts";
 
-export type Alg = "Ed25519" | "P-256" | "P-384";
+export type Alg = KeyAlgorithmName;
 
-const dirs: string[] = [];
-export function tempDir(prefix = "tether-certs-"): string {
-  const d = mkdtempSync(join(tmpdir(), prefix));
-  dirs.push(d);
-  return d;
-}
-export function cleanup(): void {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-}
-
-export function algParams(alg: Alg): { gen: Algorithm | EcKeyGenParams; sign: Algorithm | EcdsaParams } {
-  if (alg === "Ed25519") return { gen: { name: "Ed25519" }, sign: { name: "Ed25519" } };
-  return { gen: { name: "ECDSA", namedCurve: alg }, sign: { name: "ECDSA", hash: alg === "P-384" ? "SHA-384" : "SHA-256" } };
-}
-
-export async function keyPair(alg: Alg): Promise<CryptoKeyPair> {
-  return (await webcrypto.subtle.generateKey(algParams(alg).gen as EcKeyGenParams, true, ["sign", "verify"])) as CryptoKeyPair;
-}
+export const keyPair = generateKeyPair;
 
 export async function makeCsr(alg: Alg, opts: { cn?: string; sans?: x509.JsonGeneralName[]; keys?: CryptoKeyPair } = {}) {
   const keys = opts.keys ?? (await keyPair(alg));
@@ -33,7 +13,7 @@ export async function makeCsr(alg: Alg, opts: { cn?: string; sans?: x509.JsonGen
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({
     name: `CN=${opts.cn ?? "executor"}`,
     keys,
-    signingAlgorithm: algParams(alg).sign,
+    signingAlgorithm: signingParams(alg),
     extensions,
   });
   return { csr, pem: csr.toString("pem"), keys };

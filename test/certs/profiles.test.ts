@@ -1,20 +1,22 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { X509Certificate } from "node:crypto";
-import { loadOrCreateCa, type Ca } from "../../certs/ca.ts";
+import type { Ca } from "../../certs/ca.ts";
 import { parseAndVerifyCsr } from "../../certs/csr.ts";
-import { certFingerprint, issueExecutorCert, issueServerCert } from "../../certs/profiles.ts";
+import { issueExecutorCert, issueServerCert } from "../../certs/profiles.ts";
+import { certThumbprint } from "../../shared/fingerprint.ts";
 import { x509 } from "../../certs/x509.ts";
-import { cleanup, hasOpenssl, keyPair, makeCsr, openssl, tempDir, type Alg } from "./helpers.ts";
+import { hasOpenssl, keyPair, makeCsr, openssl, type Alg } from "./helpers.ts";
+import { createTestCa } from "../support/ca.ts";
+import { tempDir } from "../support/temp-dir.ts";
 
-afterAll(cleanup);
 const TD = "tether.local";
 let edCa: Ca;
 let ecCa: Ca;
 beforeAll(async () => {
-  edCa = (await loadOrCreateCa(tempDir(), { trustDomain: TD })).ca;
-  ecCa = (await loadOrCreateCa(tempDir(), { trustDomain: TD, keyType: "p256" })).ca;
+  edCa = (await createTestCa({ trustDomain: TD })).ca;
+  ecCa = (await createTestCa({ trustDomain: TD, keyType: "p256" })).ca;
 });
 
 describe("executor certificate profile", () => {
@@ -28,7 +30,7 @@ describe("executor certificate profile", () => {
         const c = await issueExecutorCert(ca, { executorId: "exec_01-A", trustDomain: TD, publicKey, ttlSeconds: 86_400, now });
         const n = new X509Certificate(c.pem);
         expect(Buffer.from(c.der)).toEqual(n.raw);
-        expect(c.fingerprint).toBe(certFingerprint(n.raw));
+        expect(c.fingerprint).toBe(certThumbprint(n.raw));
         expect(c.fingerprint).toMatch(/^[A-Za-z0-9_-]{43}$/);
         expect(n.subject).toBe("CN=exec_01-A");
         expect(n.issuer).toBe("CN=Tether CA\nO=tether.local");
@@ -96,7 +98,7 @@ describe("executor certificate profile", () => {
   });
 
   it("never lasts past the CA's notAfter", async () => {
-    const { ca } = await loadOrCreateCa(tempDir(), { trustDomain: TD, validityDays: 1 });
+    const { ca } = await createTestCa({ trustDomain: TD, validityDays: 1 });
     const { publicKey } = await keyPair("Ed25519");
     const c = await issueExecutorCert(ca, { executorId: "e", trustDomain: TD, publicKey, ttlSeconds: 7 * 86_400 });
     expect(c.notAfter.getTime()).toBe(Math.floor(ca.notAfter.getTime() / 1000) * 1000);

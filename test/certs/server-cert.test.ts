@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { readFileSync, statSync, writeFileSync, rmSync, chmodSync } from "node:fs";
 import { join } from "node:path";
 import { X509Certificate, generateKeyPairSync } from "node:crypto";
@@ -9,14 +9,15 @@ import { loadOrCreateServerCert, serverCertNeedsRenewal } from "../../certs/serv
 import { checkClientCert } from "../../certs/client-cert.ts";
 import { issueExecutorCert } from "../../certs/profiles.ts";
 import { parseBundle, bundlePem } from "../../certs/bundle.ts";
-import { cleanup, keyPair, pem, tempDir } from "./helpers.ts";
+import { keyPair, pem } from "./helpers.ts";
+import { createTestCa } from "../support/ca.ts";
+import { tempDir } from "../support/temp-dir.ts";
 import { webcrypto } from "node:crypto";
 
-afterAll(cleanup);
 const TD = "tether.local";
 let ca: Ca;
 beforeAll(async () => {
-  ca = (await loadOrCreateCa(tempDir(), { trustDomain: TD })).ca;
+  ca = (await createTestCa({ trustDomain: TD })).ca;
 });
 const mode = (p: string) => statSync(p).mode & 0o777;
 const SANS = ["localhost", "127.0.0.1", "::1"];
@@ -52,7 +53,7 @@ describe("loadOrCreateServerCert", () => {
   it("re-issues when the certificate is from another CA", async () => {
     const dir = tempDir();
     await loadOrCreateServerCert(dir, ca, { sans: SANS });
-    const { ca: ca2 } = await loadOrCreateCa(tempDir(), { trustDomain: TD });
+    const { ca: ca2 } = await createTestCa({ trustDomain: TD });
     const b = await loadOrCreateServerCert(dir, ca2, { sans: SANS });
     expect(b.issued).toBe(true);
     expect(new X509Certificate(b.creds.certPem).verify(new X509Certificate(ca2.certPem).publicKey)).toBe(true);

@@ -7,7 +7,7 @@ import { HEADER_TIMESTAMP } from "../../shared/hmac.ts";
 import { ExecutorClient, TransportError } from "../../executor/client.ts";
 import { certInfo } from "../../executor/certificate.ts";
 import { newKeyAndCsr } from "../../executor/csr.ts";
-import { createTestCa, type TestCa } from "./fixtures.ts";
+import { createTestCa, type TestCa } from "../support/ca.ts";
 import { startFakeController, wireError, type FakeController } from "./fake-controller.ts";
 
 const ID = "ex_client1";

@@ -7,7 +7,7 @@
 import { createServer, type Server } from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { TLSSocket } from "node:tls";
-import { createHash } from "node:crypto";
+import { certThumbprint, type CertThumbprint } from "../../shared/fingerprint.ts";
 import type { AddressInfo } from "node:net";
 import { HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, verifySignature } from "../../shared/hmac.ts";
 
@@ -17,8 +17,8 @@ export interface Recorded {
   headers: IncomingMessage["headers"];
   body: Buffer;
   json: any;
-  /** sha256 hex of the DER client certificate, if one was presented. */
-  certFingerprint?: string;
+  /** The client certificate, if one was presented. */
+  certFingerprint?: CertThumbprint;
   certAuthorized: boolean;
   /** Whether the HMAC verified with the key given to the fake. */
   hmacOk: boolean;
@@ -61,7 +61,7 @@ export async function startFakeController(tls: { certPem: string; keyPem: string
         }
         const rec: Recorded = {
           method: req.method!, url: req.url!, headers: req.headers, body, json, hmacOk,
-          certFingerprint: raw?.length ? createHash("sha256").update(raw).digest("hex") : undefined,
+          certFingerprint: raw?.length ? certThumbprint(raw) : undefined,
           certAuthorized: socket.authorized,
         };
         fake.requests.push(rec);

@@ -11,7 +11,8 @@ import { IdentityStore, IdentityStoreError, type IdentityRecord, type SessionRec
 import { newKeyAndCsr } from "../../executor/csr.ts";
 import { certInfo, keyMatchesCert } from "../../executor/certificate.ts";
 import { ExecutorClient } from "../../executor/client.ts";
-import { createTestCa, tempDir, type TestCa } from "./fixtures.ts";
+import { createTestCa, type TestCa } from "../support/ca.ts";
+import { tempDir } from "../support/temp-dir.ts";
 import { startFakeController, type FakeController } from "./fake-controller.ts";
 
 const ID = "ex_store01";
