@@ -1,6 +1,6 @@
 /**
  * The store alone, no network: a heartbeat's two writes (nonce, last seen) at a fixed
- * rate through SqliteStore's group commit, with SQLite's automatic WAL checkpoints on
+ * rate through the SQLite store's group commit, with SQLite's automatic WAL checkpoints on
  * the event loop vs the background checkpointer the controller uses — and the
  * event-loop delay each leaves behind. Isolates the checkpoint stalls from the network
  * and generator noise of `npm run bench`.
@@ -13,19 +13,28 @@ import { join } from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { randomBytes } from "node:crypto";
 import { parseArgs } from "node:util";
-import { SqliteStore } from "../controller/store/sqlite-store.ts";
-import { KeyEncryptor } from "../controller/store/key-encryption.ts";
+import { openStore } from "../controller/store/open-store.ts";
 
 const { values } = parseArgs({
-  options: { rate: { type: "string", default: "1000" }, seconds: { type: "string", default: "12" }, rounds: { type: "string", default: "3" } },
+  options: {
+    rate: { type: "string", default: "1000" }, seconds: { type: "string", default: "12" }, rounds: { type: "string", default: "3" },
+    help: { type: "boolean", default: false },
+  },
 });
+if (values.help) {
+  process.stdout.write("usage: node --import tsx bench/store-stalls.ts [--rate 1000] [--seconds 12] [--rounds 3]\n");
+  process.exit(0);
+}
 const RATE = Math.min(20_000, Math.max(1, Number(values.rate)));
 const SECONDS = Math.min(120, Math.max(1, Number(values.seconds)));
 const ROUNDS = Math.min(10, Math.max(1, Number(values.rounds)));
 
 async function run(background: boolean): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), "tether-store-stalls-"));
-  const store = new SqliteStore(join(dir, "tether.db"), KeyEncryptor.loadOrCreate(dir));
+  // The controller's background duties, or none (SQLite's automatic checkpoints) as a CLI command opens it.
+  const onError = (m: string) => process.stderr.write(`checkpoint: ${m}\n`);
+  const handle = await openStore({ dataDir: dir, create: true, background: background ? { checkpointIntervalMs: 500, onError } : undefined });
+  const { store } = handle;
   try {
     const tokenHash = randomBytes(32).toString("hex");
     const now = Date.now();
@@ -38,7 +47,6 @@ async function run(background: boolean): Promise<string> {
         id, name: id, labels: {}, capacity: 1, certFingerprint: "fp", certIssuedAt: now, certExpiresAt: now + 86_400_000, hmacKey: randomBytes(32), now,
       });
     }
-    const checkpointer = background ? store.checkpointInBackground(500, (m) => process.stderr.write(`checkpoint: ${m}\n`)) : undefined;
     const delay = monitorEventLoopDelay({ resolution: 1 });
     delay.enable();
     const t0 = performance.now();
@@ -64,11 +72,10 @@ async function run(background: boolean): Promise<string> {
     });
     delay.disable();
     for (let i = 0; inflight > 0 && i < 1000; i++) await new Promise((r) => setTimeout(r, 5));
-    await checkpointer?.stop();
     const ms = (ns: number) => (ns / 1e6).toFixed(2).padStart(6);
     return `${background ? "background checkpointer" : "automatic checkpoints  "}  heartbeats ${sent}  event-loop delay p50 ${ms(delay.percentile(50))} ms  p99 ${ms(delay.percentile(99))} ms  p99.9 ${ms(delay.percentile(99.9))} ms  max ${ms(delay.max)} ms`;
   } finally {
-    await store.close();
+    await handle.close();
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -9,7 +9,6 @@ import { loadOrCreateServerCert, serverCertNeedsRenewal, type ServerCredentials 
 import type { ControllerConfig } from "./config.ts";
 import { openControllerContext, type ControllerContext } from "./context.ts";
 import { buildServer, tlsContextOptions } from "./http/server.ts";
-import { SqliteStore } from "./store/sqlite-store.ts";
 
 export interface RunningController {
   url: string;
@@ -25,9 +24,17 @@ export interface RunningController {
 }
 
 export async function startController(config: ControllerConfig): Promise<RunningController> {
-  const ctx = await openControllerContext(config, { create: true, actor: "controller" });
+  let app: FastifyInstance | undefined;
+  // WAL checkpoints (with their fsync) off the event loop, or heartbeats stall behind them.
+  const storeBackground = {
+    checkpointIntervalMs: 500,
+    onError: (message: string) => {
+      if (app) app.log.error({ message }, "background WAL checkpoint failed");
+      else process.stderr.write(`background WAL checkpoint failed: ${message}\n`);
+    },
+  };
+  const ctx = await openControllerContext(config, { create: true, actor: "controller", storeBackground });
   let creds: ServerCredentials;
-  let app: FastifyInstance;
   const timers: NodeJS.Timeout[] = [];
   try {
     ({ creds } = await loadOrCreateServerCert(config.dataDir, ctx.ca, { sans: config.sans, ttlSeconds: config.serverCertTtlSeconds }));
@@ -40,10 +47,6 @@ export async function startController(config: ControllerConfig): Promise<Running
   if (config.env !== "production") {
     app.log.warn({ env: config.env }, "WARNING: development mode — POST /v1/dev/enrollment-tokens is mounted without authentication; never run this in production");
   }
-  // WAL checkpoints (with their fsync) off the event loop, or heartbeats stall behind them.
-  const checkpointer = ctx.store instanceof SqliteStore
-    ? ctx.store.checkpointInBackground(500, (message) => app.log.error({ message }, "background WAL checkpoint failed"))
-    : undefined;
   if (config.bench) {
     app.log.warn("WARNING: bench mode — POST /v1/bench/bare is mounted without guards and the /register rate limit is lifted; benchmarks only");
   }
@@ -89,7 +92,6 @@ export async function startController(config: ControllerConfig): Promise<Running
       for (const t of timers) clearInterval(t);
       ctx.tasks.shutdown();
       await app.close();
-      await checkpointer?.stop();
       await ctx.close();
     },
   };

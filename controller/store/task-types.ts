@@ -1,6 +1,7 @@
 /** The task store: tasks, their single current lease, and the transitions between states. */
-export type TaskStatus = "queued" | "leased" | "succeeded" | "failed" | "cancelled";
-export const TERMINAL_STATUSES: readonly TaskStatus[] = ["succeeded", "failed", "cancelled"];
+import type { TaskStatus } from "../../shared/wire/operator.ts";
+
+export type { TaskStatus };
 
 export interface TaskRecord {
   id: string;
@@ -35,11 +36,20 @@ export interface NewTask {
   now: number;
 }
 
+/**
+ * One lease call. The store checks the executor inside the same transaction as the
+ * lease itself — it exists, holds `epoch`, is not revoked, not drained, reported
+ * `ready`, and was seen at or after `aliveSince` (not suspect) — and leases at most
+ * `min(max, capacity − leases it holds)` of the oldest queued tasks whose selector is
+ * a subset of its labels. So nothing the guard read earlier can be stale by then, and
+ * the cost follows the matching tasks, not the backlog.
+ */
 export interface LeaseRequest {
   executorId: string;
   epoch: number;
-  labels: Record<string, string>;
   max: number;
+  /** Executors whose last heartbeat is older than this (unix ms) are suspect: no leases. */
+  aliveSince: number;
   leaseExpiresAt: number;
   now: number;
   newLeaseId: () => string;
@@ -53,9 +63,8 @@ export interface TaskStore {
   listTasks(opts: { status?: TaskStatus; limit: number }): Promise<TaskRecord[]>;
   /** queued → cancelled; leased → cancelled with the lease kept so its holder hears of it. */
   cancelTask(id: string, now: number): Promise<TaskRecord | undefined>;
-  /** Atomically leases up to `max` queued tasks whose selector matches `labels`. */
+  /** Atomically leases matching queued tasks to an eligible executor (see LeaseRequest); [] when it is not eligible. */
   leaseTasks(req: LeaseRequest): Promise<TaskRecord[]>;
-  countLeased(executorId: string): Promise<number>;
   completeLease(leaseId: string, executorId: string, epoch: number, result: Record<string, unknown>, now: number): Promise<LeaseOutcome>;
   failLease(leaseId: string, executorId: string, epoch: number, error: string, retryable: boolean, now: number): Promise<LeaseOutcome>;
   /** Extends the leases the executor validly holds; returns the listed ones it must stop. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { mkdtempSync, statSync, chmodSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { statSync, chmodSync } from "node:fs";
+import { tempDir } from "../support/temp-dir.ts";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { KeyEncryptor } from "../../controller/store/key-encryption.ts";
@@ -19,7 +19,7 @@ describe("KeyEncryptor", () => {
     expect(() => new KeyEncryptor(randomBytes(32)).decrypt(blob, "executor:a")).toThrow();
   });
   it("keeps its key in a 0600 file and refuses a readable one", () => {
-    const dir = mkdtempSync(join(tmpdir(), "kek-"));
+    const dir = tempDir("kek-");
     const a = KeyEncryptor.loadOrCreate(dir);
     expect(statSync(join(dir, "hmac.kek")).mode & 0o777).toBe(0o600);
     const blob = a.encrypt(Buffer.from("x"), "r");

@@ -1,0 +1,158 @@
+/**
+ * The embedded default store: better-sqlite3 in WAL mode, versioned migrations,
+ * statements prepared once. Safe to open from the CLI while the controller runs.
+ */
+import Database from "better-sqlite3";
+import { migrate } from "./migrations.ts";
+import type { KeyEncryptor } from "../key-encryption.ts";
+import { GroupCommit } from "./group-commit.ts";
+import { denyReason, toApiToken, toExecutor, toExecutorAuth, toToken } from "./rows.ts";
+import { prepareStoreStatements, type StoreStatements } from "./store-statements.ts";
+import type {
+  ApiTokenRecord,
+  CertRotation,
+  EnrollmentTokenRecord,
+  ExecutorAuthState,
+  ExecutorRecord,
+  ExecutorRunStatus,
+  NewExecutor,
+  Store,
+  TokenDenyReason,
+} from "../types.ts";
+
+/** The database file in a controller's data dir. */
+export const DB_FILE = "tether.db";
+
+type EnrollResult = { ok: true; tokenId: string } | { ok: false; reason: TokenDenyReason };
+type TokenCheck = { ok: true; token: EnrollmentTokenRecord } | { ok: false; reason: TokenDenyReason };
+
+export function openDatabase(path: string): Database.Database {
+  const db = new Database(path);
+  db.pragma("journal_mode = WAL");
+  db.pragma("synchronous = NORMAL");
+  db.pragma("busy_timeout = 5000");
+  db.pragma("foreign_keys = ON");
+  migrate(db);
+  return db;
+}
+
+export class SqliteStore implements Store {
+  readonly db: Database.Database;
+  private readonly keys: KeyEncryptor;
+  private readonly s: StoreStatements;
+  /** Hot-path writes (nonce, last seen) wait here for the next group commit. */
+  private readonly group: GroupCommit;
+
+  constructor(path: string, keys: KeyEncryptor) {
+    this.db = openDatabase(path);
+    this.keys = keys;
+    this.s = prepareStoreStatements(this.db);
+    this.group = new GroupCommit(this.db);
+  }
+
+  async insertEnrollmentToken(t: EnrollmentTokenRecord): Promise<void> {
+    this.s.insertToken.run({ ...t, labels: JSON.stringify(t.labels) });
+  }
+  async listEnrollmentTokens(): Promise<EnrollmentTokenRecord[]> {
+    return this.s.listTokens.all().map(toToken);
+  }
+  async revokeEnrollmentToken(id: string, now: number): Promise<boolean> {
+    return this.s.revokeToken.run(now, id).changes === 1;
+  }
+  async checkEnrollmentToken(tokenHash: string, now: number): Promise<TokenCheck> {
+    const row = this.s.tokenByHash.get(tokenHash);
+    const reason = denyReason(row, now);
+    if (reason || !row) return { ok: false, reason: reason ?? "unknown" };
+    return { ok: true, token: toToken(row) };
+  }
+  async enrollExecutor(tokenHash: string, e: NewExecutor): Promise<EnrollResult> {
+    const hmacKeyEnc = this.keys.encrypt(e.hmacKey, `executor:${e.id}`);
+    return this.db.transaction((): EnrollResult => {
+      const consumed = this.s.consumeToken.run(tokenHash, e.now).changes === 1;
+      const token = this.s.tokenByHash.get(tokenHash);
+      if (!consumed || !token) return { ok: false, reason: denyReason(token, e.now) ?? "used_up" };
+      this.s.insertExecutor.run({
+        id: e.id, name: e.name, labels: JSON.stringify(e.labels), capacity: e.capacity,
+        certFingerprint: e.certFingerprint, certIssuedAt: e.certIssuedAt, certExpiresAt: e.certExpiresAt,
+        hmacKeyEnc, now: e.now, tokenId: token.id,
+      });
+      return { ok: true, tokenId: token.id };
+    }).immediate();
+  }
+
+  async insertApiToken(t: ApiTokenRecord, opts: { onlyIfNoActiveAdmin?: boolean } = {}): Promise<boolean> {
+    const row = { id: t.id, name: t.name, role: t.role, tokenHash: t.tokenHash, createdAt: t.createdAt, createdBy: t.createdBy, expiresAt: t.expiresAt };
+    return this.db.transaction(() => {
+      if (opts.onlyIfNoActiveAdmin && this.s.activeAdmin.get(t.createdAt)) return false;
+      this.s.insertApiToken.run(row);
+      return true;
+    }).immediate();
+  }
+  async getApiTokenByHash(tokenHash: string): Promise<ApiTokenRecord | undefined> {
+    const r = this.s.apiTokenByHash.get(tokenHash);
+    return r && toApiToken(r);
+  }
+  async getApiToken(id: string): Promise<ApiTokenRecord | undefined> {
+    const r = this.s.apiTokenById.get(id);
+    return r && toApiToken(r);
+  }
+  async listApiTokens(): Promise<ApiTokenRecord[]> {
+    return this.s.listApiTokens.all().map(toApiToken);
+  }
+  async revokeApiToken(id: string, now: number): Promise<boolean> {
+    return this.s.revokeApiToken.run(now, id).changes === 1;
+  }
+  async touchApiToken(id: string, ip: string, now: number): Promise<{ previousIp: string | null }> {
+    return this.db.transaction(() => {
+      const prev = this.s.apiTokenLastIp.get(id);
+      this.s.touchApiToken.run(now, ip, id);
+      return { previousIp: prev?.last_used_ip ?? null };
+    }).immediate();
+  }
+
+  async getExecutor(id: string): Promise<ExecutorRecord | undefined> {
+    const r = this.s.getExecutor.get(id);
+    return r && toExecutor(r);
+  }
+  async getExecutorAuth(id: string): Promise<ExecutorAuthState | undefined> {
+    const r = this.s.getAuth.get(id);
+    return r && toExecutorAuth(r);
+  }
+  async listExecutors(): Promise<ExecutorRecord[]> {
+    return this.s.listExecutors.all().map(toExecutor);
+  }
+  /** Decrypts on every call; openStore wraps the store in a cache (hmac-key-cache.ts). */
+  async getHmacKey(id: string): Promise<Buffer | undefined> {
+    const r = this.s.getHmac.get(id);
+    return r && this.keys.decrypt(r.hmac_key_enc, `executor:${id}`);
+  }
+  async rotateCertificate(id: string, rot: CertRotation): Promise<void> {
+    this.s.rotateCert.run({ id, ...rot });
+  }
+  async bumpEpoch(id: string): Promise<number> {
+    const r = this.s.bumpEpoch.get(id);
+    if (!r) throw new Error(`unknown executor ${id}`);
+    return r.epoch;
+  }
+  async recordHeartbeat(id: string, status: ExecutorRunStatus, now: number): Promise<void> {
+    await this.group.write(() => this.s.heartbeat.run(status, now, id));
+  }
+  async revokeExecutor(id: string, now: number): Promise<boolean> {
+    return this.s.revoke.run(now, id).changes === 1;
+  }
+  async setDrain(id: string, drain: boolean): Promise<boolean> {
+    return this.s.setDrain.run(drain ? 1 : 0, id).changes === 1;
+  }
+
+  async rememberNonce(executorId: string, nonce: string, expiresAt: number): Promise<boolean> {
+    return this.group.write(() => this.s.insertNonce.run(executorId, nonce, expiresAt).changes === 1);
+  }
+  async pruneNonces(now: number): Promise<number> {
+    return this.s.pruneNonces.run(now).changes;
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.group.flush();
+    if (this.db.open) this.db.close();
+  }
+}

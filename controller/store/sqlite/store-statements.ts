@@ -1,0 +1,76 @@
+/** The main store's SQL, prepared once per connection, typed by parameters and row. */
+import type Database from "better-sqlite3";
+import type { ExecutorRunStatus } from "../types.ts";
+import type { ApiTokenRow, ExecutorAuthRow, ExecutorRow, TokenRow } from "./rows.ts";
+
+interface TokenParams {
+  id: string; tokenHash: string; createdAt: number; expiresAt: number; maxUses: number; uses: number;
+  revokedAt: number | null; labels: string;
+}
+interface ExecutorParams {
+  id: string; name: string; labels: string; capacity: number; certFingerprint: string; certIssuedAt: number;
+  certExpiresAt: number; hmacKeyEnc: Buffer; now: number; tokenId: string;
+}
+interface RotationParams {
+  id: string; certFingerprint: string; certIssuedAt: number; certExpiresAt: number; prevCertGraceUntil: number;
+}
+interface ApiTokenParams {
+  id: string; name: string; role: string; tokenHash: string; createdAt: number; createdBy: string; expiresAt: number | null;
+}
+
+export type StoreStatements = ReturnType<typeof prepareStoreStatements>;
+
+export function prepareStoreStatements(db: Database.Database) {
+  return {
+    insertToken: db.prepare<TokenParams>(
+      `INSERT INTO enrollment_tokens (id, token_hash, created_at, expires_at, max_uses, uses, revoked_at, labels)
+       VALUES (@id, @tokenHash, @createdAt, @expiresAt, @maxUses, @uses, @revokedAt, @labels)`,
+    ),
+    listTokens: db.prepare<[], TokenRow>(`SELECT * FROM enrollment_tokens ORDER BY created_at`),
+    revokeToken: db.prepare<[now: number, id: string]>(`UPDATE enrollment_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL`),
+    tokenByHash: db.prepare<[tokenHash: string], TokenRow>(`SELECT * FROM enrollment_tokens WHERE token_hash = ?`),
+    consumeToken: db.prepare<[tokenHash: string, now: number]>(
+      `UPDATE enrollment_tokens SET uses = uses + 1
+       WHERE token_hash = ? AND revoked_at IS NULL AND expires_at > ? AND uses < max_uses`,
+    ),
+    insertExecutor: db.prepare<ExecutorParams>(
+      `INSERT INTO executors (id, name, labels, capacity, epoch, status, cert_fp, cert_issued_at,
+         cert_expires_at, hmac_key_enc, created_at, last_seen_at, enrollment_token_id)
+       VALUES (@id, @name, @labels, @capacity, 1, 'ready', @certFingerprint, @certIssuedAt,
+         @certExpiresAt, @hmacKeyEnc, @now, @now, @tokenId)`,
+    ),
+    getExecutor: db.prepare<[id: string], ExecutorRow>(`SELECT * FROM executors WHERE id = ?`),
+    getAuth: db.prepare<[id: string], ExecutorAuthRow>(
+      `SELECT id, epoch, cert_fp, prev_cert_fp, prev_cert_grace_until, cert_issued_at, cert_expires_at, drain, revoked_at
+       FROM executors WHERE id = ?`,
+    ),
+    listExecutors: db.prepare<[], ExecutorRow>(`SELECT * FROM executors ORDER BY created_at`),
+    getHmac: db.prepare<[id: string], { hmac_key_enc: Buffer }>(`SELECT hmac_key_enc FROM executors WHERE id = ?`),
+    rotateCert: db.prepare<RotationParams>(
+      `UPDATE executors SET prev_cert_fp = cert_fp, prev_cert_grace_until = @prevCertGraceUntil,
+         cert_fp = @certFingerprint, cert_issued_at = @certIssuedAt, cert_expires_at = @certExpiresAt
+       WHERE id = @id`,
+    ),
+    bumpEpoch: db.prepare<[id: string], { epoch: number }>(`UPDATE executors SET epoch = epoch + 1 WHERE id = ? RETURNING epoch`),
+    heartbeat: db.prepare<[status: ExecutorRunStatus, now: number, id: string]>(`UPDATE executors SET status = ?, last_seen_at = ? WHERE id = ?`),
+    revoke: db.prepare<[now: number, id: string]>(`UPDATE executors SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL`),
+    setDrain: db.prepare<[drain: 0 | 1, id: string]>(`UPDATE executors SET drain = ? WHERE id = ?`),
+    insertNonce: db.prepare<[executorId: string, nonce: string, expiresAt: number]>(
+      `INSERT OR IGNORE INTO nonces (executor_id, nonce, expires_at) VALUES (?, ?, ?)`,
+    ),
+    pruneNonces: db.prepare<[now: number]>(`DELETE FROM nonces WHERE expires_at <= ?`),
+    insertApiToken: db.prepare<ApiTokenParams>(
+      `INSERT INTO api_tokens (id, name, role, token_hash, created_at, created_by, expires_at, revoked_at, last_used_at, last_used_ip)
+       VALUES (@id, @name, @role, @tokenHash, @createdAt, @createdBy, @expiresAt, NULL, NULL, NULL)`,
+    ),
+    activeAdmin: db.prepare<[now: number], 1>(
+      `SELECT 1 FROM api_tokens WHERE role = 'admin' AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?) LIMIT 1`,
+    ).pluck(),
+    apiTokenByHash: db.prepare<[tokenHash: string], ApiTokenRow>(`SELECT * FROM api_tokens WHERE token_hash = ?`),
+    apiTokenById: db.prepare<[id: string], ApiTokenRow>(`SELECT * FROM api_tokens WHERE id = ?`),
+    listApiTokens: db.prepare<[], ApiTokenRow>(`SELECT * FROM api_tokens ORDER BY created_at, id`),
+    revokeApiToken: db.prepare<[now: number, id: string]>(`UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL`),
+    apiTokenLastIp: db.prepare<[id: string], { last_used_ip: string | null }>(`SELECT last_used_ip FROM api_tokens WHERE id = ?`),
+    touchApiToken: db.prepare<[now: number, ip: string, id: string]>(`UPDATE api_tokens SET last_used_at = ?, last_used_ip = ? WHERE id = ?`),
+  };
+}

@@ -1,0 +1,37 @@
+/** The HMAC-key cache in front of a store: one read per executor, misses never cached. */
+import { rmSync } from "node:fs";
+import { tempDir } from "../support/temp-dir.ts";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { HmacKeyCache } from "../../controller/store/hmac-key-cache.ts";
+import { KeyEncryptor } from "../../controller/store/key-encryption.ts";
+import { SqliteStore } from "../../controller/store/sqlite/sqlite-store.ts";
+
+describe("HmacKeyCache", () => {
+  let dir: string;
+  let inner: SqliteStore;
+
+  beforeEach(() => {
+    dir = tempDir("tether-hmac-cache-");
+    inner = new SqliteStore(join(dir, "tether.db"), new KeyEncryptor(Buffer.alloc(32, 3)));
+  });
+  afterEach(async () => {
+    await inner.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("reads an executor's key from the store once, then answers from memory; unknown executors are asked again", async () => {
+    const key = Buffer.alloc(32, 8);
+    await inner.insertEnrollmentToken({ id: "enr", tokenHash: "h", createdAt: 0, expiresAt: Date.now() + 60_000, maxUses: 2, uses: 0, revokedAt: null, labels: {} });
+    const cached = new HmacKeyCache(inner);
+    // Writes go through the wrapper to the store.
+    expect(await cached.enrollExecutor("h", { id: "ex_1", name: "one", labels: {}, capacity: 1, certFingerprint: "fp", certIssuedAt: 0, certExpiresAt: 1, hmacKey: key, now: Date.now() })).toMatchObject({ ok: true });
+    const reads = vi.spyOn(inner, "getHmacKey");
+    expect(await cached.getHmacKey("ex_1")).toEqual(key);
+    expect(await cached.getHmacKey("ex_1")).toEqual(key);
+    expect(await cached.getHmacKey("ex_2")).toBeUndefined();
+    expect(await cached.getHmacKey("ex_2")).toBeUndefined();
+    expect(reads.mock.calls.map(([id]) => id)).toEqual(["ex_1", "ex_2", "ex_2"]);
+    expect((await cached.getExecutor("ex_1"))?.name).toBe("one");
+  });
+});
