@@ -13,10 +13,11 @@ import { Agent, request } from "undici";
 import { TetherError } from "../shared/errors.ts";
 import { signRequestHeaders } from "../shared/hmac.ts";
 import { newNonce } from "../shared/random.ts";
-import {
-  paths, type HeartbeatRequest, type HeartbeatResponse, type RegisterRequest, type RegisterResponse, type RenewRequest, type RenewResponse,
-} from "../shared/protocol.ts";
+import { paths } from "../shared/protocol.ts";
+import type { HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse, RenewRequest, RenewResponse } from "../shared/wire/executor.ts";
+import type { CertThumbprint } from "../shared/fingerprint.ts";
 import { certInfo } from "./certificate.ts";
+import { isAbortError } from "./timers.ts";
 
 export interface Credentials {
   executorId: string;
@@ -33,7 +34,7 @@ interface Session {
   generation: number;
   agent: Agent;
   creds: Credentials;
-  certFingerprint: string;
+  certFingerprint: CertThumbprint;
 }
 
 /** What a successful call returns: the data and which credentials it was made with. */
@@ -42,7 +43,8 @@ export interface CallResult<T> {
   status: number;
   generation: number;
   jwt?: string;
-  certFingerprint: string;
+  /** The client certificate the call was made with; undefined for register (no client certificate). */
+  certFingerprint?: CertThumbprint;
   sentAtMs: number;
   receivedAtMs: number;
 }
@@ -97,7 +99,7 @@ export function parseWireError(status: number, text: string, retryAfter?: string
 
 function transportError(e: unknown, what: string): Error {
   const err = e as { name?: string; code?: string; message?: string; cause?: { code?: string; message?: string } };
-  if (err?.name === "AbortError") return e as Error;
+  if (isAbortError(e)) return e as Error;
   const code = err?.code ?? err?.cause?.code;
   const detail = err?.cause?.message && err.cause.message !== err.message ? `${err?.message}: ${err.cause.message}` : err?.message;
   return new TransportError(`${what}: ${detail ?? String(e)}`, { cause: e, code });
@@ -161,7 +163,7 @@ export class ExecutorClient {
     try {
       const raw = Buffer.from(JSON.stringify(req));
       return await this.send<RegisterResponse>(agent, "POST", paths.register, raw, { "content-type": "application/json" }, opts, {
-        generation: 0, certFingerprint: "",
+        generation: 0,
       });
     } finally {
       this.retire(agent);
@@ -218,7 +220,7 @@ export class ExecutorClient {
     raw: Buffer | undefined,
     headers: Record<string, string>,
     opts: CallOptions,
-    used: { generation: number; certFingerprint: string; jwt?: string },
+    used: { generation: number; certFingerprint?: CertThumbprint; jwt?: string },
   ): Promise<CallResult<T>> {
     const timeout = opts.timeoutMs ?? this.timeoutMs;
     const sentAtMs = this.now();

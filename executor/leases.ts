@@ -13,14 +13,13 @@
  * (reclaimed, cancelled, old epoch): it is logged and forgotten, never retried.
  */
 import { TetherError, ErrorCode } from "../shared/errors.ts";
-import { MAX_EXECUTOR_BODY_BYTES, paths, type Lease, type LeasesResponse } from "../shared/protocol.ts";
+import { MAX_EXECUTOR_BODY_BYTES, paths } from "../shared/protocol.ts";
+import { MAX_LEASE_WAIT_S, MAX_LEASES_PER_POLL, type Lease, type LeasesResponse } from "../shared/wire/executor.ts";
 import { Backoff, DEFAULT_BACKOFF, type BackoffOptions, type Random } from "./backoff.ts";
-import { abortError, sleep, Trigger } from "./timers.ts";
+import { isAbortError, latch, raceAbort, sleep, Trigger } from "./timers.ts";
 import { isFailure, type TaskHandler, type TaskOutcome } from "./handlers/types.ts";
 import type { DropReason, WorkContext, WorkSource } from "./work.ts";
 
-export const MAX_LEASES_PER_POLL = 64;
-export const MAX_WAIT_S = 30;
 /** Client-side timeout of a poll beyond its wait_s. */
 const POLL_MARGIN_MS = 15_000;
 /** A failure's `error` text is cut to this many characters. */
@@ -57,30 +56,6 @@ interface Entry {
   done?: Promise<void>;
 }
 
-function isAbort(e: unknown): boolean {
-  return (e as Error)?.name === "AbortError";
-}
-
-/** `p`, or an AbortError as soon as `signal` aborts (whatever `p` does later is ignored). */
-function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  p.catch(() => {});
-  if (signal.aborted) return Promise.reject(abortError());
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(abortError());
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(v);
-      },
-      (e) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(e);
-      },
-    );
-  });
-}
-
 function isPlainObject(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === "object" && !Array.isArray(v);
 }
@@ -111,11 +86,17 @@ export class LeaseWorkSource implements WorkSource {
       if (this.handlers.has(h.kind)) throw new Error(`two handlers for task kind "${h.kind}"`);
       this.handlers.set(h.kind, h);
     }
-    this.waitS = Math.max(0, Math.min(MAX_WAIT_S, Math.floor(opts.waitS ?? MAX_WAIT_S)));
+    this.waitS = Math.max(0, Math.min(MAX_LEASE_WAIT_S, Math.floor(opts.waitS ?? MAX_LEASE_WAIT_S)));
     this.backoffOpts = opts.backoff ?? DEFAULT_BACKOFF;
     this.random = opts.random ?? Math.random;
     this.handbackBudgetMs = opts.handbackBudgetMs ?? 10_000;
     this.minEmptyPollMs = opts.minEmptyPollMs ?? 1_000;
+  }
+
+  /** The context given to start(); the poll loop and lease handling only run after it. */
+  private get started(): WorkContext {
+    if (!this.ctx) throw new Error("the lease loop has not been started");
+    return this.ctx;
   }
 
   /** Task kinds this executor runs. */
@@ -182,8 +163,7 @@ export class LeaseWorkSource implements WorkSource {
     if (!this.ctx) return;
     const log = this.ctx.log;
     let budgetTimer: NodeJS.Timeout | undefined;
-    let budgetSpent!: () => void;
-    const budget = new Promise<void>((r) => (budgetSpent = r));
+    const budget = latch();
     const handBack = () => {
       const running = [...this.byId.values()].filter((e) => e.state === "running");
       if (running.length) log.warn({ event: "leases.handing_back", count: running.length }, `drain timeout: handing back ${running.length} running lease(s)`);
@@ -197,7 +177,7 @@ export class LeaseWorkSource implements WorkSource {
           e.ctl.abort();
           e.reportCtl.abort();
         }
-        budgetSpent();
+        budget.open();
       }, this.handbackBudgetMs);
     };
     if (signal.aborted) handBack();
@@ -205,7 +185,7 @@ export class LeaseWorkSource implements WorkSource {
     try {
       while (this.live.size > 0) {
         const left = [...this.live].map((e) => e.done);
-        const r = await Promise.race([Promise.all(left).then(() => "done" as const), budget.then(() => "budget" as const)]);
+        const r = await Promise.race([Promise.all(left).then(() => "done" as const), budget.done.then(() => "budget" as const)]);
         if (r === "budget") {
           if (this.live.size) log.warn({ event: "leases.abandoned", count: this.live.size }, `left ${this.live.size} lease(s) to the controller's expiry`);
           break;
@@ -225,7 +205,7 @@ export class LeaseWorkSource implements WorkSource {
   // ─── the poll loop ────────────────────────────────────────────────────
 
   private async loop(): Promise<void> {
-    const ctx = this.ctx!;
+    const ctx = this.started;
     const backoff = new Backoff(this.backoffOpts, this.random);
     while (!ctx.signal.aborted) {
       try {
@@ -256,7 +236,7 @@ export class LeaseWorkSource implements WorkSource {
         if (leases.length === 0 && elapsed < this.minEmptyPollMs && this.waitS > 0) await sleep(this.minEmptyPollMs - elapsed, ctx.signal);
       } catch (e) {
         if (ctx.signal.aborted) return;
-        if (isAbort(e)) continue; // our own poll given up (drain, drop): re-check and go on
+        if (isAbortError(e)) continue; // our own poll given up (drain, drop): re-check and go on
         const d = backoff.next();
         const code = e instanceof TetherError ? e.code : "UNEXPECTED";
         ctx.log.warn({ event: "leases.poll_failed", code, delay_ms: d, err: (e as Error)?.message }, `polling for leases failed (${code}: ${(e as Error)?.message}); retrying in ${d} ms`);
@@ -272,11 +252,11 @@ export class LeaseWorkSource implements WorkSource {
     for (const l of list as unknown[]) {
       const lease = l as Partial<Lease>;
       if (!isPlainObject(l) || typeof lease.lease_id !== "string" || lease.lease_id.length === 0) {
-        this.ctx!.log.error({ event: "lease.malformed" }, "the controller sent a lease without a lease_id; ignoring it");
+        this.started.log.error({ event: "lease.malformed" }, "the controller sent a lease without a lease_id; ignoring it");
         continue;
       }
       if (this.byId.has(lease.lease_id)) {
-        this.ctx!.log.warn({ event: "lease.duplicate", lease_id: lease.lease_id }, `lease ${lease.lease_id} is already held; ignoring the repeat`);
+        this.started.log.warn({ event: "lease.duplicate", lease_id: lease.lease_id }, `lease ${lease.lease_id} is already held; ignoring the repeat`);
         continue;
       }
       out.push({
@@ -297,7 +277,7 @@ export class LeaseWorkSource implements WorkSource {
     this.byId.set(lease.lease_id, e);
     this.live.add(e);
     e.done = this.runEntry(e)
-      .catch((err) => this.ctx!.log.error({ event: "lease.internal_error", lease_id: lease.lease_id, err: (err as Error)?.message }, "lease handling failed"))
+      .catch((err) => this.started.log.error({ event: "lease.internal_error", lease_id: lease.lease_id, err: (err as Error)?.message }, "lease handling failed"))
       .finally(() => {
         this.live.delete(e);
         if (this.byId.get(lease.lease_id) === e) this.byId.delete(lease.lease_id);
@@ -313,7 +293,7 @@ export class LeaseWorkSource implements WorkSource {
   }
 
   private async runEntry(e: Entry): Promise<void> {
-    const ctx = this.ctx!;
+    const ctx = this.started;
     const { lease } = e;
     const ids = { lease_id: lease.lease_id, task_id: lease.task_id, kind: lease.kind };
     ctx.log.info({ event: "lease.received", ...ids, expires_at: lease.expires_at }, `running task ${lease.task_id} (${lease.kind}) under lease ${lease.lease_id}`);
@@ -341,7 +321,7 @@ export class LeaseWorkSource implements WorkSource {
   }
 
   private async report(e: Entry, outcome: TaskOutcome, second = false): Promise<void> {
-    const ctx = this.ctx!;
+    const ctx = this.started;
     const { lease } = e;
     const ids = { lease_id: lease.lease_id, task_id: lease.task_id, kind: lease.kind };
     const id = ctx.executorId();
@@ -357,7 +337,7 @@ export class LeaseWorkSource implements WorkSource {
         ctx.log.info({ event: "lease.completed", ...ids }, `task ${lease.task_id} completed`);
       }
     } catch (err) {
-      if (isAbort(err)) {
+      if (isAbortError(err)) {
         ctx.log.info({ event: "lease.report_abandoned", ...ids }, `report of lease ${lease.lease_id} abandoned (the lease was dropped or the executor is stopping)`);
         return;
       }

@@ -5,6 +5,7 @@
  */
 import { TetherError, ErrorCode } from "../shared/errors.ts";
 import { TransportError } from "./client.ts";
+import { isAbortError } from "./timers.ts";
 
 export type Reaction =
   /** TOKEN_EXPIRED / TOKEN_INVALID: get a new JWT (renew), then retry. */
@@ -29,7 +30,7 @@ export type Reaction =
   | { kind: "aborted"; code: string };
 
 export function classify(e: unknown, nowMs: number = Date.now()): Reaction {
-  if ((e as Error)?.name === "AbortError") return { kind: "aborted", code: "ABORTED" };
+  if (isAbortError(e)) return { kind: "aborted", code: "ABORTED" };
   if (e instanceof TransportError) return { kind: "backoff", code: e.code ?? "NETWORK", message: e.message, transient: true };
   if (!(e instanceof TetherError)) {
     return { kind: "backoff", code: "UNEXPECTED", message: (e as Error)?.message ?? String(e), transient: false };

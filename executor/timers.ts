@@ -1,9 +1,21 @@
-/** Abortable sleeps and a wake-up trigger for the daemon's loops. */
+/** Abortable sleeps and races, the AbortError test, a wake-up trigger and a one-shot latch for the daemon's loops. */
 
 export function abortError(): Error {
   const e = new Error("the executor is stopping");
   e.name = "AbortError";
   return e;
+}
+
+/** Whether `e` is an abort: ours (`abortError()`), fetch/undici's, or a DOMException's. */
+export function isAbortError(e: unknown): boolean {
+  return (e as Error | undefined)?.name === "AbortError";
+}
+
+/** A promise opened once from outside: `open()` resolves `done` (later calls do nothing). */
+export function latch(): { done: Promise<void>; open(): void } {
+  let open = () => {};
+  const done = new Promise<void>((resolve) => (open = resolve));
+  return { done, open };
 }
 
 /**
@@ -56,5 +68,25 @@ export function sleep(ms: number, signal?: AbortSignal, wake?: Trigger): Promise
     }
     signal?.addEventListener("abort", onAbort, { once: true });
     if (wake) unsubscribe = wake.once(() => done(() => resolve("woken")));
+  });
+}
+
+/** `p`, or an AbortError as soon as `signal` aborts (whatever `p` does later is ignored). */
+export function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  p.catch(() => {});
+  if (signal.aborted) return Promise.reject(abortError());
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(abortError());
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(e);
+      },
+    );
   });
 }

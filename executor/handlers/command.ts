@@ -10,8 +10,9 @@ import { delimiter, isAbsolute, join } from "node:path";
 import { MAX_EXECUTOR_BODY_BYTES } from "../../shared/protocol.ts";
 import { lastBytes, TailBuffer } from "./tail-buffer.ts";
 import type { TaskHandler, TaskInput, TaskOutcome } from "./types.ts";
+import { COMMAND_KIND, parseCommandPayload, type CommandPayload } from "../../shared/task-kinds/command.ts";
 
-export const COMMAND_KIND = "command";
+
 export const DEFAULT_TIMEOUT_S = 600;
 /** setTimeout's limit (~24.8 days); longer timeouts are clamped to it. */
 export const MAX_TIMEOUT_MS = 2 ** 31 - 1;
@@ -26,17 +27,6 @@ export const ERROR_TEXT_BYTES = 4 * 1024;
 export const MAX_RESULT_JSON_BYTES = MAX_EXECUTOR_BODY_BYTES - 2 * 1024;
 /** After the group is gone, how long to wait for the output pipes to drain. */
 const STDIO_DRAIN_MS = 1_000;
-
-/** Environment variables a task may not set: dynamic-loader injection would run code inside any allowed program. */
-const FORBIDDEN_ENV = /^(LD_|DYLD_)/i;
-const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-
-export interface CommandPayload {
-  argv: string[];
-  timeoutS?: number;
-  env?: Record<string, string>;
-  cwd?: string;
-}
 
 export interface CommandHandlerOptions {
   /** `--allow-command` values: bare names (resolved through PATH) or absolute paths, matched exactly against argv[0]. */
@@ -62,38 +52,6 @@ export function allowedNameProblem(name: string): string | undefined {
 
 /** Programs that run whatever their arguments say: allowing one allows every command. */
 export const RUNS_ANYTHING = new Set(["sh", "bash", "dash", "zsh", "ksh", "fish", "csh", "tcsh", "env", "xargs", "sudo", "su", "doas", "nohup", "timeout", "nice", "python", "python3", "node", "perl", "ruby", "php", "lua", "busybox"]);
-
-export function parseCommandPayload(payload: unknown): CommandPayload | string {
-  if (payload === null || typeof payload !== "object" || Array.isArray(payload)) return "the payload must be an object";
-  const p = payload as Record<string, unknown>;
-  const argv = p.argv;
-  if (!Array.isArray(argv) || argv.length === 0) return "argv must be a non-empty array of strings";
-  if (!argv.every((a): a is string => typeof a === "string")) return "argv must be a non-empty array of strings";
-  if (argv[0]!.length === 0) return "argv[0] is empty";
-  if (argv.some((a) => a.includes("\0"))) return "argv contains a NUL byte";
-  const out: CommandPayload = { argv: [...argv] };
-  if (p.timeout_s !== undefined && p.timeout_s !== null) {
-    if (typeof p.timeout_s !== "number" || !Number.isFinite(p.timeout_s) || p.timeout_s <= 0) return "timeout_s must be a positive number of seconds";
-    out.timeoutS = p.timeout_s;
-  }
-  if (p.env !== undefined && p.env !== null) {
-    if (typeof p.env !== "object" || Array.isArray(p.env)) return "env must be an object of strings";
-    const env: Record<string, string> = {};
-    for (const [k, v] of Object.entries(p.env as Record<string, unknown>)) {
-      if (!ENV_NAME.test(k)) return `env: "${k.slice(0, 64)}" is not a valid variable name`;
-      if (FORBIDDEN_ENV.test(k)) return `env: ${k} may not be set by a task (dynamic-loader variables are refused)`;
-      if (typeof v !== "string") return `env: ${k} must be a string`;
-      if (v.includes("\0")) return `env: ${k} contains a NUL byte`;
-      env[k] = v;
-    }
-    out.env = env;
-  }
-  if (p.cwd !== undefined && p.cwd !== null) {
-    if (typeof p.cwd !== "string" || !isAbsolute(p.cwd) || p.cwd.includes("\0")) return "cwd must be an absolute path";
-    out.cwd = p.cwd;
-  }
-  return out;
-}
 
 /** This process's environment without the daemon's own TETHER_* settings. */
 export function defaultBaseEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {

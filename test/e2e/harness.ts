@@ -4,19 +4,17 @@
  * started here is killed by `killAll()` (call it from afterEach/afterAll).
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { createServer } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { tempDir } from "../support/temp-dir.ts";
 
 export const TETHER_BIN = fileURLToPath(new URL("../../bin/tether.mjs", import.meta.url));
 
 const children = new Set<ChildProcess>();
 
-export function tempDir(prefix = "tether-e2e-"): string {
-  return mkdtempSync(join(tmpdir(), prefix));
-}
+export { tempDir };
 
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -10,7 +10,8 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { createToken, killAll, sleep, startController, startExecutor, tempDir, tether, TETHER_BIN, type Controller, type Proc } from "./harness.ts";
-import { executorCall, register } from "../helpers/wire.ts";
+import { executorCall, register } from "../support/wire.ts";
+import { alive } from "../support/daemon-wait.ts";
 
 interface TaskView {
   id: string;
@@ -106,16 +107,6 @@ async function inProcess<T>(fn: (c: Ctx) => Promise<T>): Promise<T> {
     return await fn(c);
   } finally {
     await c.close();
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
-  } catch {
-    return false;
   }
 }
 

@@ -3,18 +3,17 @@
  * stand-in controller over real TLS (the e2e tests cover the real controller;
  * this covers answers it gives rarely: CLOCK_SKEW, NONCE_REPLAY, 5xx…).
  */
-import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { Writable } from "node:stream";
 import { HEADER_TIMESTAMP } from "../../shared/hmac.ts";
-import { ExecutorDaemon } from "../../executor/daemon.ts";
 import { ExitCode } from "../../executor/exit-codes.ts";
-import { createLogger } from "../../executor/logger.ts";
 import { certInfo } from "../../executor/certificate.ts";
 import { NoWork, type DropReason } from "../../executor/work.ts";
-import { createTestCa, tempDir, type TestCa } from "./fixtures.ts";
+import { createTestCa, type TestCa } from "../support/ca.ts";
+import { daemonRuns, events, testDaemonOptions, untilEvent, type DaemonRun } from "../support/daemon.ts";
+import { until } from "../support/daemon-wait.ts";
 import { startFakeController, wireError, type FakeController, type Recorded, type Reply } from "./fake-controller.ts";
 
 let ca: TestCa;
@@ -115,63 +114,21 @@ class RecordingWork extends NoWork {
   }
 }
 
-interface Run {
-  daemon: ExecutorDaemon;
-  done: Promise<number>;
-  logs: Record<string, any>[];
-  work: RecordingWork;
-  dir: string;
-}
+type Run = DaemonRun<RecordingWork>;
+const daemons = daemonRuns();
 
-const running: Run[] = [];
-const minis: MiniController[] = [];
-afterEach(async () => {
-  for (const r of running.splice(0)) {
-    r.daemon.shutdown("test end");
-    r.daemon.shutdown("test end");
-    await r.done;
-  }
-  for (const m of minis.splice(0)) await m.fake.close();
-});
-
+/** A daemon on a fresh state dir (or `dir`), enrolling with "tet_enr_test" unless `token` says otherwise. */
 function startDaemon(m: MiniController, o: { dir?: string; token?: string | undefined } = {}): Run {
-  const logs: Record<string, any>[] = [];
-  const dest = new Writable({
-    write(chunk, _enc, cb) {
-      for (const line of String(chunk).split("\n")) if (line.trim()) logs.push(JSON.parse(line));
-      cb();
-    },
-  });
-  const work = new RecordingWork();
-  const dir = o.dir ?? join(tempDir(), "state");
   const token = "token" in o ? o.token : "tet_enr_test";
-  const daemon = new ExecutorDaemon(
-    {
-      controllerUrl: m.fake.url, caFilePem: ca.certPem, stateDir: dir, token: () => token, tokenSource: "--token",
-      labels: {}, capacity: 2, allowedCommands: [], keyType: "ed25519", drainTimeoutMs: 1000,
-      backoff: { baseMs: 50, capMs: 200, factor: 2 },
-    },
-    { log: createLogger({ level: "debug", destination: dest as never }), work },
-  );
-  const run: Run = { daemon, done: daemon.run(), logs, work, dir };
-  running.push(run);
-  return run;
-}
-
-async function until(cond: () => boolean, what: string, timeoutMs = 8000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  const opts = testDaemonOptions({ controllerUrl: m.fake.url, caFilePem: ca.certPem, token: () => token, ...(o.dir ? { stateDir: o.dir } : {}) });
+  return daemons.start(opts, new RecordingWork());
 }
 
 const routes = (m: MiniController) => m.fake.requests.map((r) => r.url.split("/").pop());
-const events = (run: Run) => run.logs.map((l) => l.event);
 
 async function mini(o?: Parameters<typeof startMini>[0]) {
   const m = await startMini(o);
-  minis.push(m);
+  daemons.closeAfterEach(m.fake);
   return m;
 }
 
@@ -179,7 +136,7 @@ describe("daemon reactions", () => {
   it("enrolls, heartbeats ready, and on SIGTERM heartbeats draining and exits 0", async () => {
     const m = await mini();
     const run = startDaemon(m);
-    await until(() => events(run).includes("ready"), "ready");
+    await untilEvent(run, "ready");
     expect(routes(m).slice(0, 2)).toEqual(["register", "heartbeat"]);
     expect(m.fake.requests[1]!.json).toEqual({ status: "ready", running: 0, capacity: 2, leases: [] });
     run.daemon.shutdown("SIGTERM");
@@ -193,7 +150,7 @@ describe("daemon reactions", () => {
     const m = await mini();
     m.script.heartbeat = [wireError(401, "TOKEN_EXPIRED")];
     const run = startDaemon(m);
-    await until(() => events(run).includes("ready"), "ready");
+    await untilEvent(run, "ready");
     expect(routes(m).slice(0, 4)).toEqual(["register", "heartbeat", "renew", "heartbeat"]);
     const renew = m.fake.requests[2]!;
     expect(renew.json).toEqual({});
@@ -206,7 +163,7 @@ describe("daemon reactions", () => {
     const m = await mini();
     m.script.heartbeat = [wireError(401, "EPOCH_MISMATCH")];
     const run = startDaemon(m);
-    await until(() => events(run).includes("ready"), "ready");
+    await untilEvent(run, "ready");
     expect(routes(m).slice(0, 4)).toEqual(["register", "heartbeat", "reregister", "heartbeat"]);
     expect(run.work.drops).toContain("epoch-changed");
     expect(run.daemon.epoch).toBe(2);
@@ -217,7 +174,7 @@ describe("daemon reactions", () => {
     const m = await mini();
     m.script.heartbeat = [wireError(409, "NONCE_REPLAY")];
     const run = startDaemon(m);
-    await until(() => events(run).includes("ready"), "ready");
+    await untilEvent(run, "ready");
     const [a, b] = m.fake.requests.filter((r) => r.url.endsWith("/heartbeat"));
     expect(a!.headers["x-tether-nonce"]).not.toBe(b!.headers["x-tether-nonce"]);
     expect(b!.hmacOk).toBe(true);
@@ -228,7 +185,7 @@ describe("daemon reactions", () => {
     const serverTime = rfc(Date.now() + 10 * 60_000);
     m.script.heartbeat = [wireError(401, "CLOCK_SKEW", { server_time: serverTime })];
     const run = startDaemon(m);
-    await until(() => events(run).includes("ready"), "ready");
+    await untilEvent(run, "ready");
     const warn = run.logs.find((l) => l.event === "clock_skew")!;
     expect(warn.level).toBe("warn");
     expect(warn.offset_ms).toBeGreaterThan(590_000);
@@ -241,7 +198,7 @@ describe("daemon reactions", () => {
     const m = await mini();
     m.script.heartbeat = [wireError(503, "INTERNAL"), wireError(500, "INTERNAL"), wireError(503, "INTERNAL")];
     const run = startDaemon(m);
-    await until(() => events(run).includes("ready"), "ready");
+    await untilEvent(run, "ready");
     const retries = run.logs.filter((l) => l.event === "retrying");
     expect(retries.map((r) => r.attempt)).toEqual([1, 2, 3]);
     for (const r of retries) expect(r.delay_ms).toBeGreaterThanOrEqual(25);
@@ -251,15 +208,15 @@ describe("daemon reactions", () => {
   it("CERT_REVOKED → exits 3 naming the revocation, without retrying, and remembers it", async () => {
     const m = await mini();
     const run = startDaemon(m);
-    await until(() => events(run).includes("ready"), "ready");
+    await untilEvent(run, "ready");
     m.script.heartbeat = [wireError(401, "CERT_REVOKED")];
     const before = m.fake.requests.length;
     expect(await run.done).toBe(ExitCode.REVOKED);
     expect(m.fake.requests.length).toBeLessThanOrEqual(before + 2);
     expect(run.daemon.lastExit?.message).toMatch(/revoked.*CERT_REVOKED/);
-    expect(JSON.parse(readFileSync(join(run.dir, "session.json"), "utf8")).revoked_at).toBeTruthy();
+    expect(JSON.parse(readFileSync(join(run.stateDir, "session.json"), "utf8")).revoked_at).toBeTruthy();
     // A restart does not even try: the state says revoked.
-    const again = startDaemon(m, { dir: run.dir });
+    const again = startDaemon(m, { dir: run.stateDir });
     const n = m.fake.requests.length;
     expect(await again.done).toBe(ExitCode.REVOKED);
     expect(m.fake.requests.length).toBe(n);
@@ -268,12 +225,10 @@ describe("daemon reactions", () => {
   it("CERT_REQUIRED without a token → exits 4 telling the operator to re-enroll", async () => {
     const m = await mini();
     const run = startDaemon(m, { token: "tet_enr_once" });
-    await until(() => events(run).includes("ready"), "ready");
-    running.splice(running.indexOf(run), 1);
-    run.daemon.shutdown("SIGTERM");
-    expect(await run.done).toBe(0);
+    await untilEvent(run, "ready");
+    expect(await daemons.stop(run, "SIGTERM")).toBe(0);
     m.script.reregister = [wireError(401, "CERT_REQUIRED")];
-    const second = startDaemon(m, { dir: run.dir, token: undefined });
+    const second = startDaemon(m, { dir: run.stateDir, token: undefined });
     expect(await second.done).toBe(ExitCode.REENROLL_REQUIRED);
     expect(second.daemon.lastExit?.message).toMatch(/re-enroll/);
   });
@@ -281,7 +236,7 @@ describe("daemon reactions", () => {
   it("CERT_REQUIRED with a token → re-enrolls as a new executor by itself", async () => {
     const m = await mini();
     const run = startDaemon(m);
-    await until(() => events(run).includes("ready"), "ready");
+    await untilEvent(run, "ready");
     m.script.heartbeat = [wireError(401, "CERT_REQUIRED")];
     await until(() => m.registrations === 2 && run.daemon.executorId === "ex_fake02", "re-enrollment");
     await until(() => m.fake.requests.at(-1)!.url.includes("ex_fake02/heartbeat"), "heartbeat as the new executor");
@@ -292,22 +247,22 @@ describe("daemon reactions", () => {
   it("rotates the certificate with a fresh key at ~2/3 of its life, and the new one is used and promoted", async () => {
     const m = await mini({ certTtlMs: 3000 });
     const run = startDaemon(m);
-    await until(() => events(run).includes("ready"), "ready");
+    await untilEvent(run, "ready");
     const first = m.fake.requests.find((r) => r.url.endsWith("/heartbeat"))!.certFingerprint;
     await until(() => events(run).includes("cert.renewed"), "cert renewal", 6000);
     const renew = m.fake.requests.find((r) => r.url.endsWith("/renew") && r.json?.csr_pem)!;
     expect(renew.json.csr_pem).toMatch(/BEGIN CERTIFICATE REQUEST/);
-    await until(() => m.fake.requests.at(-1)!.certFingerprint === m.certFingerprint && !existsSync(join(run.dir, "cert.next.pem")), "new cert in use");
+    await until(() => m.fake.requests.at(-1)!.certFingerprint === m.certFingerprint && !existsSync(join(run.stateDir, "cert.next.pem")), "new cert in use");
     expect(m.certFingerprint).not.toBe(first);
-    expect(readdirSync(run.dir).filter((f) => f.includes(".next"))).toEqual([]);
-    expect(certInfo(readFileSync(join(run.dir, "cert.pem"), "utf8")).fingerprint).toBe(m.certFingerprint);
+    expect(readdirSync(run.stateDir).filter((f) => f.includes(".next"))).toEqual([]);
+    expect(certInfo(readFileSync(join(run.stateDir, "cert.pem"), "utf8")).fingerprint).toBe(m.certFingerprint);
   });
 
   it("applies a new trust bundle from a renew answer: saved to ca.pem and used for the next connections", async () => {
     const m = await mini({ jwtTtlMs: 1500 });
     const extra = await createTestCa();
     const run = startDaemon(m);
-    await until(() => events(run).includes("ready"), "ready");
+    await untilEvent(run, "ready");
     const bundle = ca.certPem + extra.certPem;
     m.validJwts.add("jwt-rotated-bundle");
     m.script.renew = [
@@ -317,7 +272,7 @@ describe("daemon reactions", () => {
       },
     ];
     await until(() => events(run).includes("trust_bundle.updated"), "bundle update", 6000);
-    expect(readFileSync(join(run.dir, "ca.pem"), "utf8")).toBe(bundle);
+    expect(readFileSync(join(run.stateDir, "ca.pem"), "utf8")).toBe(bundle);
     const n = m.fake.requests.length;
     await until(() => m.fake.requests.slice(n).some((r) => r.url.endsWith("/heartbeat") && r.headers.authorization === "Bearer jwt-rotated-bundle"), "a heartbeat over the new agent");
     expect(events(run)).not.toContain("retrying");
@@ -326,16 +281,14 @@ describe("daemon reactions", () => {
   it("a rotation interrupted before the certificate arrived is redone right after the restart", async () => {
     const m = await mini();
     const run = startDaemon(m);
-    await until(() => events(run).includes("ready"), "ready");
-    running.splice(running.indexOf(run), 1);
-    run.daemon.shutdown("SIGTERM");
-    await run.done;
+    await untilEvent(run, "ready");
+    await daemons.stop(run, "SIGTERM");
     // What a crash after staging the key (and maybe after the controller issued) leaves behind.
     const { newKeyAndCsr } = await import("../../executor/csr.ts");
     const { writeFileSync } = await import("node:fs");
-    writeFileSync(join(run.dir, "key.next.pem"), (await newKeyAndCsr()).keyPem, { mode: 0o600 });
-    const second = startDaemon(m, { dir: run.dir, token: undefined });
-    await until(() => events(second).includes("cert.renewed") && !existsSync(join(run.dir, "key.next.pem")), "the rotation to be redone");
+    writeFileSync(join(run.stateDir, "key.next.pem"), (await newKeyAndCsr()).keyPem, { mode: 0o600 });
+    const second = startDaemon(m, { dir: run.stateDir, token: undefined });
+    await until(() => events(second).includes("cert.renewed") && !existsSync(join(run.stateDir, "key.next.pem")), "the rotation to be redone");
     expect(events(second)).toContain("cert.rotation_resumed");
     expect(routes(m).slice(-3)).toContain("renew");
   });
@@ -343,11 +296,9 @@ describe("daemon reactions", () => {
   it("restart on the same state dir: re-registers (epoch + 1) with no token", async () => {
     const m = await mini();
     const run = startDaemon(m);
-    await until(() => events(run).includes("ready"), "ready");
-    running.splice(running.indexOf(run), 1);
-    run.daemon.shutdown("SIGTERM");
-    await run.done;
-    const second = startDaemon(m, { dir: run.dir, token: undefined });
+    await untilEvent(run, "ready");
+    await daemons.stop(run, "SIGTERM");
+    const second = startDaemon(m, { dir: run.stateDir, token: undefined });
     await until(() => events(second).includes("ready"), "ready again");
     expect(m.registrations).toBe(1);
     expect(second.daemon.epoch).toBe(2);
@@ -373,7 +324,7 @@ describe("daemon reactions", () => {
   it("never logs a secret", async () => {
     const m = await mini();
     const run = startDaemon(m);
-    await until(() => events(run).includes("ready"), "ready");
+    await untilEvent(run, "ready");
     m.script.heartbeat = [wireError(401, "TOKEN_EXPIRED")];
     await until(() => events(run).includes("jwt.renewed"), "renewal");
     const text = JSON.stringify(run.logs);

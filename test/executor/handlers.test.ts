@@ -8,12 +8,14 @@ import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createLogger } from "../../executor/logger.ts";
 import {
-  CommandHandler, ERROR_TEXT_BYTES, MAX_RESULT_JSON_BYTES, TAIL_BYTES, allowedNameProblem, failureText, fitResult, parseCommandPayload,
+  CommandHandler, ERROR_TEXT_BYTES, MAX_RESULT_JSON_BYTES, TAIL_BYTES, allowedNameProblem, failureText, fitResult,
   type CommandHandlerOptions,
 } from "../../executor/handlers/command.ts";
+import { parseCommandPayload } from "../../shared/task-kinds/command.ts";
 import { TailBuffer } from "../../executor/handlers/tail-buffer.ts";
 import type { TaskOutcome } from "../../executor/handlers/types.ts";
-import { tempDir } from "./fixtures.ts";
+import { alive, until } from "../support/daemon-wait.ts";
+import { tempDir } from "../support/temp-dir.ts";
 
 const log = createLogger({ level: "silent" });
 
@@ -31,29 +33,6 @@ function handler(allowed: string[], o: Partial<CommandHandlerOptions> = {}) {
 
 function run(h: CommandHandler, payload: unknown, signal: AbortSignal = new AbortController().signal): Promise<TaskOutcome> {
   return h.run({ taskId: "task_1", leaseId: "lease_1", kind: "command", payload, expiresAt: "", log }, signal);
-}
-
-/** Alive and not a zombie. */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
-  } catch {
-    return false;
-  }
-}
-
-async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 function readPid(file: string): number {
@@ -186,7 +165,7 @@ describe("command handler: exit codes, timeouts, cancellation", () => {
     expect(Date.now() - t0).toBeLessThan(4000);
     expect(r).toMatchObject({ error: expect.stringMatching(/^timed out after 0\.500s; the process group was killed\n--- stdout \(tail\) ---\nstarted\n/), retryable: false });
     const grandchild = readPid(pidFile);
-    await until(() => !alive(grandchild) && !alive(spawned[0]!), "the grandchild and the leader to be gone");
+    await until(() => !alive(grandchild) && !alive(spawned[0]!), "the grandchild and the leader to be gone", 5_000);
   });
 
   it("SIGTERM is escalated to SIGKILL after the grace period", async () => {
@@ -198,7 +177,7 @@ describe("command handler: exit codes, timeouts, cancellation", () => {
     const r = await run(h, { argv: ["sh", "-c", `trap '' TERM; sleep 100 & echo $! > ${pidFile}; wait`], timeout_s: 0.3 });
     expect(Date.now() - t0).toBeGreaterThanOrEqual(550);
     expect(r).toMatchObject({ error: expect.stringMatching(/^timed out/), retryable: false });
-    await until(() => !alive(readPid(pidFile)), "the TERM-ignoring grandchild to be killed");
+    await until(() => !alive(readPid(pidFile)), "the TERM-ignoring grandchild to be killed", 5_000);
   });
 
   it("cancellation (abort) kills the process group and resolves promptly", async () => {
@@ -210,7 +189,7 @@ describe("command handler: exit codes, timeouts, cancellation", () => {
     const r = await run(h, { argv: ["sh", "-c", `sleep 100 & echo $! > ${pidFile}; wait`] }, ctl.signal);
     expect(Date.now() - t0).toBeLessThan(3000);
     expect(r).toEqual({ error: "cancelled", retryable: false });
-    await until(() => existsSync(pidFile) && !alive(readPid(pidFile)) && !alive(spawned[0]!), "the grandchild and the leader to be gone");
+    await until(() => existsSync(pidFile) && !alive(readPid(pidFile)) && !alive(spawned[0]!), "the grandchild and the leader to be gone", 5_000);
   });
 
   it("what a command leaves running in its group when it exits is cleaned up", async () => {
@@ -219,7 +198,7 @@ describe("command handler: exit codes, timeouts, cancellation", () => {
     const { h } = handler(["sh"]);
     const r = await run(h, { argv: ["sh", "-c", `sleep 100 > /dev/null 2>&1 & echo $! > ${pidFile}; echo done`] });
     expect(r).toMatchObject({ result: { exit_code: 0, stdout_tail: "done\n" } });
-    await until(() => !alive(readPid(pidFile)), "the leftover to be gone");
+    await until(() => !alive(readPid(pidFile)), "the leftover to be gone", 5_000);
   });
 
   it("an allowed command missing on this host fails without retry", async () => {

@@ -5,7 +5,7 @@
  * complete/fail answering 409 STALE_LEASE for a lease the executor no longer holds.
  */
 import { randomBytes } from "node:crypto";
-import type { TestCa } from "./fixtures.ts";
+import type { TestCa } from "../support/ca.ts";
 import { startFakeController, wireError, type FakeController, type Recorded, type Reply } from "./fake-controller.ts";
 
 export interface FakeTask {

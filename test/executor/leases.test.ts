@@ -4,17 +4,17 @@
  * EPOCH_MISMATCH dropping the work, drain with hand-back, operator drain, and
  * no tight loops when the controller misbehaves.
  */
-import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { Writable } from "node:stream";
-import { ExecutorDaemon } from "../../executor/daemon.ts";
 import { ExitCode } from "../../executor/exit-codes.ts";
-import { createLogger } from "../../executor/logger.ts";
 import { LeaseWorkSource, type LeaseWorkSourceOptions } from "../../executor/leases.ts";
 import { CommandHandler } from "../../executor/handlers/command.ts";
 import type { TaskHandler, TaskInput, TaskOutcome } from "../../executor/handlers/types.ts";
-import { createTestCa, tempDir, type TestCa } from "./fixtures.ts";
+import { createTestCa, type TestCa } from "../support/ca.ts";
+import { daemonRuns, events, testDaemonOptions, untilEvent, type DaemonRun } from "../support/daemon.ts";
+import { alive, until } from "../support/daemon-wait.ts";
+import { tempDir } from "../support/temp-dir.ts";
 import { wireError } from "./fake-controller.ts";
 import { startLeaseController, type LeaseController } from "./leases-controller.ts";
 
@@ -63,39 +63,14 @@ class Gate implements TaskHandler {
   }
 }
 
-interface Run {
-  daemon: ExecutorDaemon;
-  done: Promise<number>;
-  logs: Record<string, any>[];
-  work: LeaseWorkSource;
-  gate: Gate;
-}
-
-const runs: Run[] = [];
-const ctls: LeaseController[] = [];
-afterEach(async () => {
-  for (const r of runs.splice(0)) {
-    r.daemon.shutdown("test end");
-    r.daemon.shutdown("test end");
-    await r.done;
-  }
-  for (const c of ctls.splice(0)) await c.close();
-});
+type Run = DaemonRun<LeaseWorkSource> & { gate: Gate };
+const daemons = daemonRuns();
 
 async function controller(): Promise<LeaseController> {
-  const c = await startLeaseController(ca, server);
-  ctls.push(c);
-  return c;
+  return daemons.closeAfterEach(await startLeaseController(ca, server));
 }
 
 function startDaemon(c: LeaseController, o: { capacity?: number; drainTimeoutMs?: number; allow?: string[]; work?: Partial<LeaseWorkSourceOptions> } = {}): Run {
-  const logs: Record<string, any>[] = [];
-  const dest = new Writable({
-    write(chunk, _enc, cb) {
-      for (const line of String(chunk).split("\n")) if (line.trim()) logs.push(JSON.parse(line));
-      cb();
-    },
-  });
   const gate = new Gate();
   const work = new LeaseWorkSource({
     handlers: [gate, new CommandHandler({ allowed: o.allow ?? ["sh"], killGraceMs: 500 })],
@@ -105,39 +80,13 @@ function startDaemon(c: LeaseController, o: { capacity?: number; drainTimeoutMs?
     handbackBudgetMs: 3000,
     ...o.work,
   });
-  const daemon = new ExecutorDaemon(
-    {
-      controllerUrl: c.fake.url, caFilePem: ca.certPem, stateDir: join(tempDir(), "state"), token: () => "tet_enr_test", tokenSource: "--token",
-      labels: {}, capacity: o.capacity ?? 2, allowedCommands: o.allow ?? ["sh"], keyType: "ed25519", drainTimeoutMs: o.drainTimeoutMs ?? 5000,
-      backoff: { baseMs: 50, capMs: 200, factor: 2 },
-    },
-    { log: createLogger({ level: "debug", destination: dest as never }), work },
-  );
-  const run: Run = { daemon, done: daemon.run(), logs, work, gate };
-  runs.push(run);
-  return run;
+  const opts = testDaemonOptions({
+    controllerUrl: c.fake.url, caFilePem: ca.certPem, capacity: o.capacity ?? 2, allowedCommands: o.allow ?? ["sh"], drainTimeoutMs: o.drainTimeoutMs ?? 5000,
+  });
+  return Object.assign(daemons.start(opts, work), { gate });
 }
 
-async function until(cond: () => boolean, what: string, timeoutMs = 8000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-const events = (run: Run) => run.logs.map((l) => l.event);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
-  } catch {
-    return false;
-  }
-}
 
 describe("lease loop", () => {
   it("runs leases up to --capacity, asks only for free slots, lists held leases in heartbeats, completes them all", async () => {
@@ -296,7 +245,7 @@ describe("lease loop", () => {
     const c = await controller();
     c.script.leases = Array.from({ length: 50 }, () => wireError(400, "INVALID_REQUEST"));
     const run = startDaemon(c);
-    await until(() => events(run).includes("ready"), "ready");
+    await untilEvent(run, "ready");
     await sleep(1500);
     const failed = run.logs.filter((l) => l.event === "leases.poll_failed");
     expect(failed.length).toBeGreaterThanOrEqual(2);

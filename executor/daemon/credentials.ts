@@ -1,0 +1,164 @@
+/**
+ * Credential operations, one at a time: JWT renewal, certificate rotation with a
+ * fresh key, re-registration (epoch + 1), and applying what the controller sent
+ * (`applyCredentials`). Whoever needs one (the renewal loop, a reaction,
+ * re-enrollment) queues on the same chain, so two never interleave.
+ */
+import type { Logger } from "pino";
+import { TetherError } from "../../shared/errors.ts";
+import type { RenewResponse } from "../../shared/wire/executor.ts";
+import { rfc3339 } from "../../shared/time.ts";
+import { certInfo, chainsTo, keyMatchesCert, mergeBundles } from "../certificate.ts";
+import type { CallResult, ExecutorClient } from "../client.ts";
+import { newKeyAndCsr } from "../csr.ts";
+import { DaemonExit, ExitCode } from "../exit-codes.ts";
+import type { IdentityStore } from "../identity-store.ts";
+import type { WorkSource } from "../work.ts";
+import type { Identity } from "./identity.ts";
+import type { DaemonOptions } from "./options.ts";
+import type { ReactionRunner } from "./reaction-runner.ts";
+import { jwtIssuedAtMs, type RenewalPlanner } from "./renewal-plan.ts";
+import type { RunState } from "./run-state.ts";
+
+export class CredentialOps {
+  private chain: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly d: {
+      log: Logger;
+      now: () => number;
+      opts: Pick<DaemonOptions, "caFilePem" | "keyType">;
+      store: IdentityStore;
+      client: ExecutorClient;
+      work: WorkSource;
+      identity: Identity;
+      planner: RenewalPlanner;
+      reactions: ReactionRunner;
+      run: RunState;
+    },
+  ) {}
+
+  /** Runs `fn` after every credential operation queued before it (whatever their outcome). */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.chain.then(fn, fn);
+    this.chain = p.catch(() => {});
+    return p;
+  }
+
+  /** `POST …/reregister` → epoch + 1; the work held under the old epoch is dropped first. */
+  reregister(seenEpoch: number | undefined, reason: string): Promise<void> {
+    const { identity, log, run } = this.d;
+    return this.exclusive(async () => {
+      if (seenEpoch !== undefined && identity.current.session.epoch !== seenEpoch) return; // already done by someone else
+      this.d.work.drop("epoch-changed");
+      const res = await this.d.reactions.run("reregister", () => this.d.client.reregister({ signal: run.signal }), { inCredOp: true });
+      this.contact(res);
+      const old = identity.current.session.epoch;
+      this.applyCredentials(res.data, { epochChangeExpected: true });
+      if (identity.pendingPromotion === res.certFingerprint) this.promote();
+      log.info({ event: "reregistered", executor_id: identity.executorId, epoch: res.data.epoch, previous_epoch: old, reason }, `re-registered at epoch ${res.data.epoch}`);
+    });
+  }
+
+  /** A new JWT for the current certificate (`POST …/renew` without a CSR). */
+  renewJwt(seenJwt: string | undefined, reason: string): Promise<void> {
+    const { identity, log, run } = this.d;
+    return this.exclusive(async () => {
+      if (seenJwt !== undefined && identity.current.session.jwt !== seenJwt) return; // renewed meanwhile
+      const res = await this.d.reactions.run("renew", () => this.d.client.renew(undefined, { signal: run.signal }), { inCredOp: true });
+      this.contact(res);
+      this.applyCredentials(res.data);
+      log.info({ event: "jwt.renewed", executor_id: identity.executorId, jwt_expires_at: res.data.jwt_expires_at, reason }, "JWT renewed");
+    });
+  }
+
+  /**
+   * Certificate rotation with a fresh key. The key is staged on disk before the
+   * CSR leaves, the certificate as soon as it arrives; the old pair stays on disk
+   * until a request made with the new one succeeds (then `promote()`).
+   */
+  rotateCert(): Promise<void> {
+    const { identity, store, log, run } = this.d;
+    return this.exclusive(async () => {
+      // The staging slots must be free: a previous rotation not yet confirmed is final by now.
+      if (identity.pendingPromotion !== undefined) this.promote();
+      if (identity.pendingPromotion !== undefined) throw new Error("the previous certificate rotation could not be finished on disk; not starting another");
+      const { record } = identity.current;
+      const executorId = record.executor_id;
+      const { keyPem, csrPem } = await newKeyAndCsr(record.key_type ?? this.d.opts.keyType, executorId);
+      store.stageKey(keyPem);
+      let res: CallResult<RenewResponse>;
+      try {
+        res = await this.d.reactions.run("renew (certificate)", () => this.d.client.renew(csrPem, { signal: run.signal }), { inCredOp: true });
+      } catch (e) {
+        // Only a definite answer means no certificate was issued. After an abort or
+        // a lost response the staged key stays, and the next start rotates again.
+        if (e instanceof TetherError) store.discardStagedKey();
+        throw e;
+      }
+      this.contact(res);
+      const certPem = res.data.certificate_pem;
+      const trust = mergeBundles(res.data.ca_bundle_pem, identity.caPem, this.d.opts.caFilePem);
+      if (!certPem || !keyMatchesCert(keyPem, certPem) || certInfo(certPem).executorId !== executorId || !chainsTo(certPem, trust)) {
+        store.discardStagedKey();
+        throw new DaemonExit(ExitCode.ERROR, "the controller answered a certificate renewal with a certificate that is not for our new key, our executor id or our CA", "cert.invalid_response");
+      }
+      store.stageCert(certPem);
+      this.applyCredentials(res.data, { newKeyPem: keyPem });
+      const { cert } = identity.current;
+      identity.pendingPromotion = cert.fingerprint;
+      run.heartbeatWake.fire(); // confirm the new certificate soon
+      log.info(
+        { event: "cert.renewed", executor_id: executorId, serial: cert.serial, not_after: rfc3339(cert.notAfterMs), key_type: record.key_type },
+        "certificate renewed with a fresh key",
+      );
+    });
+  }
+
+  /** What a renew or re-register answer carries, applied in memory, to the client and to disk. */
+  applyCredentials(data: RenewResponse, o: { newKeyPem?: string; epochChangeExpected?: boolean } = {}): void {
+    const { identity, log } = this.d;
+    const now = this.d.now();
+    const s = identity.current.session;
+    const newKeyPem = o.newKeyPem;
+    if (data.epoch !== s.epoch && !o.epochChangeExpected && this.d.run.established) {
+      log.warn({ event: "epoch.changed", executor_id: identity.executorId, epoch: data.epoch, previous_epoch: s.epoch }, "the controller reports another epoch; dropping held work");
+      this.d.work.drop("epoch-changed");
+    }
+    if (data.certificate_pem && newKeyPem) identity.useCertificate(newKeyPem, data.certificate_pem, rfc3339(now));
+    s.cert_expires_at = rfc3339(identity.current.cert.notAfterMs);
+    if (data.ca_bundle_pem && data.ca_bundle_pem !== identity.caPem) {
+      const first = identity.caPem === "";
+      identity.useTrust(data.ca_bundle_pem);
+      if (!first) log.info({ event: "trust_bundle.updated", executor_id: identity.executorId }, "trust bundle updated; new connections use it");
+    }
+    s.epoch = data.epoch;
+    s.jwt = data.jwt;
+    s.jwt_issued_at = rfc3339(jwtIssuedAtMs(data.jwt) ?? now);
+    s.jwt_expires_at = data.jwt_expires_at;
+    // One synchronous step: the JWT is bound to the certificate, so they change together.
+    identity.installCredentials();
+    this.d.planner.planJwt(data.jwt, data.jwt_expires_at, s.jwt_issued_at);
+    if (newKeyPem) this.d.planner.planCert(identity.current.cert, s);
+    identity.saveSession();
+    this.d.run.renewWake.fire();
+  }
+
+  /** A successful exchange: last contact, and the confirmation a rotated certificate waits for. */
+  contact(res: CallResult<unknown>): void {
+    this.d.identity.noteContact(rfc3339(res.receivedAtMs), res.generation);
+    if (this.d.identity.pendingPromotion !== undefined && res.certFingerprint === this.d.identity.pendingPromotion) this.promote();
+  }
+
+  /** The rotated certificate was used successfully: make it the one on disk. */
+  promote(): void {
+    const { identity, log } = this.d;
+    try {
+      this.d.store.promote();
+      identity.pendingPromotion = undefined;
+      log.debug({ event: "cert.promoted", executor_id: identity.executorId }, "new certificate confirmed and promoted on disk");
+    } catch (e) {
+      log.error({ event: "error", err: (e as Error).message }, "could not promote the new certificate on disk (will retry)");
+    }
+  }
+}

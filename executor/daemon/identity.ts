@@ -1,0 +1,121 @@
+/**
+ * The identity the daemon holds in memory: identity.json, the key and certificate
+ * in use, the trust bundle and session.json. `adopt()` takes one loaded from disk
+ * or just enrolled; `installCredentials()` puts it into the client in one step.
+ * Disk writes go through the IdentityStore (crash-safe); this only mirrors it.
+ */
+import type { Logger } from "pino";
+import { certInfo, mergeBundles, type CertInfo } from "../certificate.ts";
+import type { ExecutorClient } from "../client.ts";
+import type { IdentityStore, LoadedIdentity, SessionRecord } from "../identity-store.ts";
+import type { RenewalPlanner } from "./renewal-plan.ts";
+
+/** What is in use; `session` is a copy the credential operations update (then `saveSession()`). */
+export type InUse = Pick<LoadedIdentity, "record" | "keyPem" | "certPem" | "cert" | "caPem" | "session">;
+
+export class Identity {
+  private inUse?: InUse;
+  /** Fingerprint of a rotated certificate not yet confirmed by a successful request. */
+  pendingPromotion?: CertInfo["fingerprint"];
+  /** Whether the identity in use was enrolled by this process, and whether the controller has accepted it since. */
+  enrolledHere = false;
+  acceptedSinceEnroll = false;
+
+  constructor(
+    private readonly d: {
+      log: Logger;
+      store: IdentityStore;
+      client: ExecutorClient;
+      /** `--ca-file`: always trusted next to the controller's bundle. */
+      caFilePem: string;
+      planner: RenewalPlanner;
+    },
+  ) {}
+
+  get executorId(): string | undefined {
+    return this.inUse?.record.executor_id;
+  }
+
+  get epoch(): number | undefined {
+    return this.inUse?.session.epoch;
+  }
+
+  get session(): SessionRecord | undefined {
+    return this.inUse?.session;
+  }
+
+  get cert(): CertInfo | undefined {
+    return this.inUse?.cert;
+  }
+
+  get caPem(): string {
+    return this.inUse?.caPem ?? "";
+  }
+
+  /** The identity in use; only called once one is (a bug otherwise). */
+  get current(): InUse {
+    if (!this.inUse) throw new Error("no executor identity in use yet");
+    return this.inUse;
+  }
+
+  adopt(l: LoadedIdentity): void {
+    this.inUse = { record: l.record, keyPem: l.keyPem, certPem: l.certPem, cert: l.cert, caPem: l.caPem, session: { ...l.session } };
+    this.pendingPromotion = l.pendingPromotion ? l.cert.fingerprint : undefined;
+    this.d.planner.reset(l.cert, this.inUse.session);
+  }
+
+  /** A new key and certificate (a rotation): in memory, and the session notes when it arrived. */
+  useCertificate(keyPem: string, certPem: string, receivedAt: string): void {
+    const cur = this.current;
+    cur.keyPem = keyPem;
+    cur.certPem = certPem;
+    cur.cert = certInfo(certPem);
+    cur.session.cert_fingerprint = cur.cert.fingerprint;
+    cur.session.cert_received_at = receivedAt;
+  }
+
+  /** A new trust bundle from the controller: saved, and used by the next `installCredentials()`. */
+  useTrust(caPem: string): void {
+    const cur = this.current;
+    this.d.store.saveCaBundle(caPem);
+    cur.caPem = caPem;
+  }
+
+  /** Puts the identity in memory into the client (a new agent when the certificate, key or trust changed). */
+  installCredentials(): void {
+    const { record, keyPem, certPem, caPem, session } = this.current;
+    this.d.client.setCredentials({
+      executorId: record.executor_id,
+      keyPem,
+      certPem,
+      trustPem: mergeBundles(caPem, this.d.caFilePem),
+      hmacKey: Buffer.from(record.hmac_key, "base64url"),
+      jwt: session.jwt,
+    });
+  }
+
+  /** A successful exchange: the controller accepts this identity; remember when we last reached it. */
+  noteContact(receivedAtIso: string, generation: number): void {
+    if (generation > 0) this.acceptedSinceEnroll = true;
+    if (this.inUse) {
+      this.inUse.session.last_contact_at = receivedAtIso;
+      this.saveSession();
+    }
+  }
+
+  /** CERT_REVOKED: remembered in session.json, so a restart does not even try. */
+  markRevoked(atIso: string): void {
+    if (!this.inUse || this.inUse.session.revoked_at) return;
+    this.inUse.session.revoked_at = atIso;
+    this.saveSession();
+  }
+
+  saveSession(): void {
+    if (!this.inUse) return;
+    try {
+      this.d.store.saveSession(this.inUse.session);
+    } catch (e) {
+      this.d.log.error({ event: "error", err: (e as Error).message }, "could not save session.json");
+    }
+  }
+}

@@ -1,0 +1,177 @@
+/**
+ * Runs one controller request until it succeeds, applying the reaction table
+ * (../reactions.ts) to each failure: renew, re-register, re-enroll, correct the
+ * clock, retry with a new nonce, back off, or stop with an exit code. The
+ * remedies that change credentials are the credential operations', passed in.
+ */
+import type { Logger } from "pino";
+import { TetherError } from "../../shared/errors.ts";
+import { rfc3339 } from "../../shared/time.ts";
+import { Backoff, retryAfterDelay, type BackoffOptions, type Random } from "../backoff.ts";
+import { DaemonExit, ExitCode } from "../exit-codes.ts";
+import { classify } from "../reactions.ts";
+import { abortError, sleep } from "../timers.ts";
+import type { ControllerClock } from "./clock.ts";
+import type { Identity } from "./identity.ts";
+
+/** The credential changes a reaction may call for (each runs as one credential operation). */
+export interface Remedies {
+  /** TOKEN_EXPIRED / TOKEN_INVALID; `seenJwt`: the JWT the failed attempt used (skip if already replaced). */
+  renewJwt(seenJwt: string | undefined, reason: string): Promise<void>;
+  /** EPOCH_MISMATCH; `seenEpoch`: the epoch the failed attempt used. */
+  reregister(seenEpoch: number | undefined, reason: string): Promise<void>;
+  /** CERT_REQUIRED / IDENTITY_MISMATCH with a token at hand. */
+  reenroll(token: string, code: string): Promise<void>;
+}
+
+export interface ReactionOptions {
+  /**
+   * Inside a credential operation: reactions that need another credential
+   * operation are passed up instead (no self-deadlock).
+   */
+  inCredOp?: boolean;
+  /** Hand a non-transient TetherError (e.g. 409 STALE_LEASE) to the caller instead of retrying it. */
+  passThrough?: boolean;
+}
+
+export class ReactionRunner {
+  private reenrollments = 0;
+  private failingSince?: number;
+
+  constructor(
+    private readonly d: {
+      log: Logger;
+      now: () => number;
+      random: Random;
+      backoff: BackoffOptions;
+      /** The daemon's stop signal. */
+      signal: AbortSignal;
+      identity: Identity;
+      clock: ControllerClock;
+      readToken: () => string | undefined;
+      tokenSource?: string;
+      remedies: Remedies;
+    },
+  ) {}
+
+  /** Runs `op` until it succeeds, applying the reaction table to each failure. */
+  async run<T>(what: string, op: () => Promise<T>, o: ReactionOptions = {}): Promise<T> {
+    const { log, identity, signal } = this.d;
+    const backoff = new Backoff(this.d.backoff, this.d.random);
+    let action: (() => Promise<void>) | undefined;
+    let actions = 0;
+    let replays = 0;
+    for (;;) {
+      if (signal.aborted) throw abortError();
+      // The credentials the attempt is made with: a reaction must not redo what another caller already did.
+      let seen = { jwt: identity.session?.jwt, epoch: identity.session?.epoch };
+      try {
+        if (action) {
+          const a = action;
+          action = undefined;
+          await a();
+        }
+        seen = { jwt: identity.session?.jwt, epoch: identity.session?.epoch };
+        const result = await op();
+        if (this.failingSince !== undefined && !o.inCredOp) {
+          log.info({ event: "contact.restored", after_ms: this.d.now() - this.failingSince }, "the controller answers again");
+          this.failingSince = undefined;
+        }
+        return result;
+      } catch (e) {
+        if (e instanceof DaemonExit) throw e;
+        const r = classify(e, this.d.now());
+        const retryLater = async (code: string, message: string, retryAfter?: string, level: "warn" | "error" = "warn") => {
+          const d = retryAfter !== undefined ? retryAfterDelay(retryAfter, backoff.next()) : backoff.next();
+          this.failingSince ??= this.d.now();
+          log[level]({ event: "retrying", what, code, attempt: backoff.attempts, delay_ms: d }, `${what} failed (${code}: ${message}); retrying in ${d} ms`);
+          await sleep(d, signal);
+        };
+        switch (r.kind) {
+          case "aborted":
+            throw e;
+          case "renew-jwt":
+          case "reregister":
+            if (o.inCredOp) {
+              await retryLater(r.code, (e as Error).message, undefined, "error");
+              continue;
+            }
+            if (++actions > 3) await retryLater(r.code, "still failing after renewing", undefined, "error");
+            if (r.kind === "renew-jwt") {
+              log.info({ event: r.code === "TOKEN_EXPIRED" ? "token_expired" : "token_invalid", what, code: r.code }, `${what}: ${r.code}, renewing the JWT`);
+              const jwt = seen.jwt;
+              action = () => this.d.remedies.renewJwt(jwt, r.code);
+            } else {
+              log.warn({ event: "epoch_mismatch", what, epoch: seen.epoch }, `${what}: EPOCH_MISMATCH, dropping work and re-registering`);
+              const epoch = seen.epoch;
+              action = () => this.d.remedies.reregister(epoch, r.code);
+            }
+            continue;
+          case "revoked":
+            throw new DaemonExit(
+              ExitCode.REVOKED,
+              `executor ${identity.executorId} has been revoked by the controller (CERT_REVOKED); it stops and will not be accepted again — enroll a new executor with a new token if this host should keep working`,
+              "revoked",
+            );
+          case "identity-rejected": {
+            if (o.inCredOp) throw e; // handled by the caller outside the credential lock
+            const token = this.d.readToken();
+            action = this.reenrollOrExit(token, r.code, r.message);
+            continue;
+          }
+          case "clock-skew":
+            if (r.offsetMs !== undefined) this.d.clock.note(r.offsetMs, true);
+            else log.warn({ event: "clock_skew", what }, `${what}: CLOCK_SKEW without server_time`);
+            await retryLater(r.code, (e as Error).message);
+            continue;
+          case "retry-now":
+            if (++replays <= 3) {
+              log.warn({ event: "nonce_replay", what, attempt: replays }, `${what}: NONCE_REPLAY, retrying with a new nonce`);
+              continue;
+            }
+            await retryLater(r.code, (e as Error).message);
+            continue;
+          case "enrollment-denied":
+            throw new DaemonExit(
+              ExitCode.ENROLLMENT_FAILED,
+              `the enrollment token${this.d.tokenSource ? ` from ${this.d.tokenSource}` : ""} was denied (ENROLLMENT_DENIED: unknown, expired, used up or revoked); create a new one with "tether token create"`,
+              "enrollment.denied",
+            );
+          case "fatal":
+            throw new DaemonExit(ExitCode.ERROR, `${what}: ${r.code}: ${r.message}`, "error");
+          case "backoff":
+            if (o.passThrough && !r.transient && e instanceof TetherError) throw e;
+            await retryLater(r.code, r.message, r.retryAfter, r.transient ? "warn" : "error");
+            continue;
+        }
+      }
+    }
+  }
+
+  /** The controller refuses this identity: re-enroll once with a token, else exit naming the way out. */
+  private reenrollOrExit(token: string | undefined, code: string, message: string): () => Promise<void> {
+    const { identity } = this.d;
+    const id = identity.executorId;
+    const cert = identity.cert;
+    const expiredAt = cert && cert.notAfterMs <= this.d.now() ? cert.notAfterMs : undefined;
+    if (identity.enrolledHere && !identity.acceptedSinceEnroll && expiredAt === undefined) {
+      // Re-enrolling cannot help when the controller refuses what it has just issued.
+      throw new DaemonExit(
+        ExitCode.ERROR,
+        `the controller refused the certificate it has just issued to executor ${id} (${code}: ${message}); this is a controller-side problem — see its audit log (guard.rejected)`,
+        "identity.rejected",
+      );
+    }
+    if (token && this.reenrollments < 1) {
+      this.reenrollments++;
+      return () => this.d.remedies.reenroll(token, code);
+    }
+    throw new DaemonExit(
+      ExitCode.REENROLL_REQUIRED,
+      expiredAt !== undefined
+        ? `the certificate of executor ${id} expired at ${rfc3339(expiredAt)} and the controller refuses it (${code}); re-enroll: create a token with "tether token create" and start again with --token-file FILE`
+        : `the controller no longer accepts the identity of executor ${id} (${code}: ${message}); re-enroll: create a token with "tether token create" and start again with --token-file FILE`,
+      "identity.rejected",
+    );
+  }
+}
