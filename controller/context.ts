@@ -3,15 +3,12 @@
  * the domain services over them. Shared by `controller start` and the CLI commands
  * that act on a data dir while the controller runs.
  */
-import { join } from "node:path";
-import { existsSync } from "node:fs";
 import { X509Certificate } from "node:crypto";
 import { ensurePrivateDir } from "../shared/secure-fs.ts";
 import { loadOrCreateCa, type Ca } from "../certs/ca.ts";
 import { loadOrCreateJwtKey, type JwtSigningKey } from "../certs/jwt-key.ts";
 import type { ControllerConfig } from "./config.ts";
-import { KeyEncryptor } from "./store/key-encryption.ts";
-import { DB_FILE, SqliteStore } from "./store/sqlite-store.ts";
+import { openStore, type StoreBackground } from "./store/open-store.ts";
 import type { Store } from "./store/types.ts";
 import { FileAudit, type Audit } from "./domain/audit.ts";
 import { EnrollmentTokens } from "./domain/enrollment.ts";
@@ -20,7 +17,7 @@ import { ExecutorJwt } from "./domain/jwt.ts";
 import { ExecutorService } from "./domain/executors.ts";
 import { RateLimiter } from "./domain/rate-limit.ts";
 import { TaskService } from "./domain/tasks.ts";
-import { SqliteTaskStore } from "./store/sqlite-task-store.ts";
+import { ExecutorAuthenticator } from "./domain/executor-authenticator.ts";
 
 export interface ControllerContext {
   config: ControllerConfig;
@@ -29,6 +26,8 @@ export interface ControllerContext {
   ca: Ca;
   jwtKey: JwtSigningKey;
   jwt: ExecutorJwt;
+  /** The guard chain's domain side (PROTOCOL §3.2). */
+  auth: ExecutorAuthenticator;
   executors: ExecutorService;
   enrollment: EnrollmentTokens;
   apiTokens: ApiTokens;
@@ -40,34 +39,40 @@ export interface ControllerContext {
 
 export async function openControllerContext(
   config: ControllerConfig,
-  opts: { create: boolean; actor: string; onAuditError?: (e: unknown) => void },
+  opts: { create: boolean; actor: string; onAuditError?: (e: unknown) => void; storeBackground?: StoreBackground },
 ): Promise<ControllerContext & { caCreated: boolean }> {
-  const dbPath = join(config.dataDir, DB_FILE);
-  if (!opts.create && !existsSync(dbPath)) {
-    throw new Error(`no controller state in ${config.dataDir} (start the controller there first, or pass the right --data-dir)`);
+  // First: with create false and no state yet it refuses before anything is written.
+  const backend = await openStore({ dataDir: config.dataDir, create: opts.create, background: opts.storeBackground });
+  const { store } = backend;
+  let ca: Ca, created: boolean, jwtKey: JwtSigningKey;
+  try {
+    ensurePrivateDir(config.dataDir);
+    ({ ca, created } = await loadOrCreateCa(config.dataDir, { keyType: config.caKeyType, trustDomain: config.trustDomain }));
+    jwtKey = await loadOrCreateJwtKey(config.dataDir);
+  } catch (e) {
+    await backend.close();
+    throw e;
   }
-  ensurePrivateDir(config.dataDir);
-  const { ca, created } = await loadOrCreateCa(config.dataDir, { keyType: config.caKeyType, trustDomain: config.trustDomain });
-  const jwtKey = await loadOrCreateJwtKey(config.dataDir);
-  const store = new SqliteStore(dbPath, KeyEncryptor.loadOrCreate(config.dataDir));
   const audit = new FileAudit(config.dataDir, opts.actor, opts.onAuditError);
   const jwt = new ExecutorJwt(jwtKey, config.trustDomain, config.jwtTtlSeconds);
   const caCerts = [new X509Certificate(ca.certPem)];
+  // Dispatch is the executor lifecycle's lease ledger: heartbeats, epoch changes and revocations reach it.
+  const tasks = new TaskService(backend.tasks, audit, config.heartbeatIntervalSeconds);
   const executors = new ExecutorService(store, audit, () => ca, jwt, {
     trustDomain: config.trustDomain,
     certTtlSeconds: config.certTtlSeconds,
     jwtTtlSeconds: config.jwtTtlSeconds,
     heartbeatIntervalSeconds: config.heartbeatIntervalSeconds,
-  });
-  const tasks = new TaskService(new SqliteTaskStore(store.db), store, executors, audit, config.heartbeatIntervalSeconds);
+  }, tasks);
   return {
     config, store, audit, ca, jwtKey, jwt, executors, tasks, caCreated: created,
+    auth: new ExecutorAuthenticator(store, jwt),
     enrollment: new EnrollmentTokens(store, audit),
     apiTokens: new ApiTokens(store, audit),
     registerLimiter: new RateLimiter(config.registerBurst, config.registerPerSecond),
     trust: () => ({ caCerts, trustDomain: config.trustDomain }),
     async close() {
-      await store.close();
+      await backend.close();
       audit.close();
     },
   };

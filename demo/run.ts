@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { defaultConfig } from "../controller/config.ts";
 import { openControllerContext, type ControllerContext } from "../controller/context.ts";
-import type { TaskView } from "../controller/domain/tasks.ts";
+import type { TaskView } from "../shared/wire/operator.ts";
 
 const BIN = fileURLToPath(new URL("../bin/tether.mjs", import.meta.url));
 const args = process.argv.slice(2);

@@ -10,13 +10,14 @@ import { randomB64u, sha256Hex } from "../../shared/random.ts";
 import { rfc3339 } from "../../shared/time.ts";
 import type { ApiTokenRecord, Store } from "../store/types.ts";
 import type { Audit, AuditFields } from "./audit.ts";
-import { isRole, type Role } from "./capabilities.ts";
+import { isRole } from "./capabilities.ts";
+import { API_TOKEN_NAME_PATTERN, MAX_API_TOKEN_TTL_S, type ApiTokenView, type CreatedApiToken, type Role } from "../../shared/wire/operator.ts";
+
 
 export const API_TOKEN_PREFIX = "tet_pat_";
 const TOKEN_RE = /^tet_pat_[A-Za-z0-9_-]{43}$/;
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
-export const API_TOKEN_NAME_RE = /^[^\u0000-\u001f\u007f]{1,64}$/;
-export const MAX_API_TOKEN_TTL_S = 5 * 365 * 86400;
+const API_TOKEN_NAME_RE = new RegExp(API_TOKEN_NAME_PATTERN);
 
 /** Who is calling on the operator plane, once the token checked out. */
 export interface OperatorPrincipal {
@@ -30,28 +31,6 @@ export interface OperatorPrincipal {
 export type AuthFailure = "missing" | "malformed" | "executor_jwt" | "enrollment_token" | "unknown" | "expired" | "revoked";
 
 export type AuthResult = { ok: true; principal: OperatorPrincipal } | { ok: false; reason: AuthFailure; tokenId?: string };
-
-export interface ApiTokenView {
-  id: string;
-  name: string;
-  role: Role;
-  state: "active" | "expired" | "revoked";
-  created_at: string;
-  created_by: string;
-  expires_at: string | null;
-  revoked: boolean;
-  last_used_at: string | null;
-  last_used_ip: string | null;
-}
-
-export interface CreatedApiToken {
-  id: string;
-  /** The secret: shown once, never stored. */
-  token: string;
-  name: string;
-  role: Role;
-  expires_at: string | null;
-}
 
 export interface CreateApiToken {
   name: string;

@@ -7,8 +7,7 @@ import { open } from "node:fs/promises";
 import { join } from "node:path";
 import { AUDIT_FILE } from "./audit.ts";
 
-export const AUDIT_DEFAULT_LIMIT = 100;
-export const AUDIT_MAX_LIMIT = 1000;
+import { AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT, type AuditEvent } from "../../shared/wire/operator.ts";
 /**
  * The CLI and the controller append to the same file, so neighbouring lines can be
  * out of time order by a little; scanning stops only this far before `since`.
@@ -16,7 +15,6 @@ export const AUDIT_MAX_LIMIT = 1000;
 const ORDER_SLACK_MS = 60_000;
 const CHUNK = 64 * 1024;
 
-export type AuditEvent = { time: string; event: string } & Record<string, unknown>;
 
 export async function readAuditEvents(dataDir: string, opts: { since?: number; limit?: number } = {}): Promise<AuditEvent[]> {
   const limit = Math.min(Math.max(opts.limit ?? AUDIT_DEFAULT_LIMIT, 1), AUDIT_MAX_LIMIT);

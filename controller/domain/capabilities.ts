@@ -3,24 +3,7 @@
  * `/api/v1` route declares the capability it needs; the server refuses to start
  * when a route declares none, or one that is not listed here.
  */
-export const ROLES = ["admin", "operator", "viewer"] as const;
-export type Role = (typeof ROLES)[number];
-
-export const CAPABILITIES = [
-  /** `GET /api/v1/whoami`: any valid token may see who it is. */
-  "self:read",
-  "executors:read",
-  "executors:drain",
-  "executors:revoke",
-  "enrollment_tokens:read",
-  "enrollment_tokens:write",
-  "tasks:read",
-  "tasks:write",
-  "api_tokens:read",
-  "api_tokens:write",
-  "audit:read",
-] as const;
-export type Capability = (typeof CAPABILITIES)[number];
+import { CAPABILITIES, ROLES, type Capability, type Role } from "../../shared/wire/operator.ts";
 
 const READS: Capability[] = ["self:read", "executors:read", "enrollment_tokens:read", "tasks:read"];
 

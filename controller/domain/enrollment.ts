@@ -4,6 +4,10 @@ import { rfc3339 } from "../../shared/time.ts";
 import { TetherError, ErrorCode } from "../../shared/errors.ts";
 import type { Store } from "../store/types.ts";
 import type { Audit, AuditFields } from "./audit.ts";
+import {
+  ENROLLMENT_TOKEN_MAX_TTL_S, ENROLLMENT_TOKEN_MAX_USES, type CreatedEnrollmentToken, type EnrollmentTokenView,
+} from "../../shared/wire/operator.ts";
+
 
 export const ENROLLMENT_TOKEN_PREFIX = "tet_enr_";
 const TOKEN_RE = /^tet_enr_[A-Za-z0-9_-]{32,128}$/;
@@ -12,17 +16,6 @@ export interface CreateEnrollmentToken {
   ttlSeconds?: number;
   maxUses?: number;
   labels?: Record<string, string>;
-}
-
-export interface EnrollmentTokenView {
-  id: string;
-  created_at: string;
-  expires_at: string;
-  max_uses: number;
-  uses: number;
-  revoked: boolean;
-  labels: Record<string, string>;
-  state: "active" | "expired" | "used_up" | "revoked";
 }
 
 export function hashEnrollmentToken(token: string): string | undefined {
@@ -35,11 +28,13 @@ export class EnrollmentTokens {
     private readonly audit: Audit,
   ) {}
 
-  async create(req: CreateEnrollmentToken, who: AuditFields): Promise<{ id: string; token: string; expires_at: string; max_uses: number }> {
+  async create(req: CreateEnrollmentToken, who: AuditFields): Promise<CreatedEnrollmentToken> {
     const ttl = req.ttlSeconds ?? 3600;
     const maxUses = req.maxUses ?? 1;
-    if (!Number.isInteger(ttl) || ttl < 1 || ttl > 365 * 86400) throw new TetherError(400, ErrorCode.INVALID_REQUEST, "ttl must be between 1 s and 365 d");
-    if (!Number.isInteger(maxUses) || maxUses < 1 || maxUses > 1_000_000) throw new TetherError(400, ErrorCode.INVALID_REQUEST, "max uses must be between 1 and 1000000");
+    if (!Number.isInteger(ttl) || ttl < 1 || ttl > ENROLLMENT_TOKEN_MAX_TTL_S) throw new TetherError(400, ErrorCode.INVALID_REQUEST, "ttl must be between 1 s and 365 d");
+    if (!Number.isInteger(maxUses) || maxUses < 1 || maxUses > ENROLLMENT_TOKEN_MAX_USES) {
+      throw new TetherError(400, ErrorCode.INVALID_REQUEST, `max uses must be between 1 and ${ENROLLMENT_TOKEN_MAX_USES}`);
+    }
     const token = ENROLLMENT_TOKEN_PREFIX + randomB64u(32);
     const id = "enr_" + randomB64u(9);
     const now = Date.now();

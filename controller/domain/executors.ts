@@ -5,16 +5,24 @@
  */
 import { randomBytes } from "node:crypto";
 import { TetherError, ErrorCode } from "../../shared/errors.ts";
-import { CERT_GRACE_MS, renewAt, type HeartbeatRequest, type HeartbeatResponse, type RegisterRequest, type RegisterResponse, type RenewResponse } from "../../shared/protocol.ts";
+import { CERT_GRACE_MS, renewAt } from "../../shared/protocol.ts";
+import type { HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse, RenewResponse } from "../../shared/wire/executor.ts";
+import type { ExecutorView } from "../../shared/wire/operator.ts";
+import type { CertThumbprint } from "../../shared/fingerprint.ts";
 import { randomB64u } from "../../shared/random.ts";
 import { rfc3339 } from "../../shared/time.ts";
 import { CsrError, parseAndVerifyCsr, type ParsedCsr } from "../../certs/csr.ts";
 import { issueExecutorCert, type IssuedCert } from "../../certs/profiles.ts";
 import type { Ca } from "../../certs/ca.ts";
-import type { ExecutorAuthState, ExecutorRecord, Store, TokenDenyReason } from "../store/types.ts";
+import type { ExecutorRecord, Store, TokenDenyReason } from "../store/types.ts";
 import type { Audit, AuditFields } from "./audit.ts";
 import { hashEnrollmentToken } from "./enrollment.ts";
-import type { ExecutorClaims, ExecutorJwt } from "./jwt.ts";
+import type { ExecutorJwt } from "./jwt.ts";
+import type { AuthenticatedExecutor } from "./executor-authenticator.ts";
+import type { ExecutorClaims } from "./executor-auth.ts";
+import type { LeaseLedger } from "./lease-ledger.ts";
+import { executorLiveness } from "./liveness.ts";
+
 
 export interface ExecutorSettings {
   trustDomain: string;
@@ -23,57 +31,25 @@ export interface ExecutorSettings {
   heartbeatIntervalSeconds: number;
 }
 
-export type ExecutorLiveness = "ready" | "draining" | "suspect" | "offline" | "revoked";
-
-export interface ExecutorView {
-  id: string;
-  name: string;
-  epoch: number;
-  status: ExecutorLiveness;
-  labels: Record<string, string>;
-  capacity: number;
-  cert_expires_at: string;
-  last_seen_at: string | null;
-  revoked: boolean;
-  drain: boolean;
-  created_at: string;
-}
-
-/** Hooks later features (leases) attach to executor lifecycle events. */
-export interface ExecutorLifecycleHooks {
-  onEpochBumped?(executorId: string, oldEpoch: number, newEpoch: number): Promise<void>;
-  onRevoked?(executorId: string): Promise<void>;
-}
-
 const ENROLLMENT_DENIED = () => new TetherError(401, ErrorCode.ENROLLMENT_DENIED, "enrollment denied");
 
 export class ExecutorService {
-  hooks: ExecutorLifecycleHooks = {};
-
   constructor(
     private readonly store: Store,
     private readonly audit: Audit,
     private readonly ca: () => Ca,
     private readonly jwt: ExecutorJwt,
     private readonly settings: ExecutorSettings,
+    private readonly leases: LeaseLedger,
   ) {}
 
   trustBundlePem(): string {
     return this.ca().certPem;
   }
 
-  liveness(e: Pick<ExecutorRecord, "revokedAt" | "lastSeenAt" | "status">, now = Date.now()): ExecutorLiveness {
-    if (e.revokedAt !== null) return "revoked";
-    const interval = this.settings.heartbeatIntervalSeconds * 1000;
-    const silent = e.lastSeenAt === null ? Infinity : now - e.lastSeenAt;
-    if (silent > 6 * interval) return "offline";
-    if (silent > 3 * interval) return "suspect";
-    return e.status;
-  }
-
   view(e: ExecutorRecord, now = Date.now()): ExecutorView {
     return {
-      id: e.id, name: e.name, epoch: e.epoch, status: this.liveness(e, now), labels: e.labels, capacity: e.capacity,
+      id: e.id, name: e.name, epoch: e.epoch, status: executorLiveness(e, this.settings.heartbeatIntervalSeconds * 1000, now), labels: e.labels, capacity: e.capacity,
       cert_expires_at: rfc3339(e.certExpiresAt), last_seen_at: e.lastSeenAt === null ? null : rfc3339(e.lastSeenAt),
       revoked: e.revokedAt !== null, drain: e.drain, created_at: rfc3339(e.createdAt),
     };
@@ -127,7 +103,7 @@ export class ExecutorService {
    * New JWT for the current epoch; with a CSR also a new certificate, and the one
    * presented stays accepted for the grace window.
    */
-  async renew(id: string, presentedFingerprint: string, csrPem: string | undefined, who: AuditFields): Promise<RenewResponse> {
+  async renew(id: string, presentedFingerprint: CertThumbprint, csrPem: string | undefined, who: AuditFields): Promise<RenewResponse> {
     const e = await this.mustGet(id);
     const res = await this.credentials(e, presentedFingerprint, csrPem, e.epoch, who);
     this.audit.event("executor.renewed", { executor_id: id, epoch: e.epoch, cert_rotated: csrPem !== undefined, ...who });
@@ -135,25 +111,26 @@ export class ExecutorService {
   }
 
   /** epoch + 1 after an executor restart; work held under the old epoch is released. */
-  async reregister(id: string, presentedFingerprint: string, csrPem: string | undefined, who: AuditFields): Promise<RenewResponse> {
+  async reregister(id: string, presentedFingerprint: CertThumbprint, csrPem: string | undefined, who: AuditFields): Promise<RenewResponse> {
     const e = await this.mustGet(id);
     const csr = csrPem === undefined ? undefined : await this.parseCsr(csrPem, { executor_id: id, ...who });
     const epoch = await this.store.bumpEpoch(id);
     // Re-registering is a sign of life: the executor is ready again.
     await this.store.recordHeartbeat(id, "ready", Date.now());
-    await this.hooks.onEpochBumped?.(id, epoch - 1, epoch);
+    await this.leases.epochChanged(id, epoch);
     const res = await this.credentials({ ...e, epoch }, presentedFingerprint, csr, epoch, who);
     this.audit.event("executor.reregistered", { executor_id: id, old_epoch: epoch - 1, epoch, cert_rotated: csr !== undefined, ...who });
     return res;
   }
 
-  async heartbeat(
-    auth: ExecutorAuthState,
-    claims: ExecutorClaims,
-    hb: HeartbeatRequest,
-    cancelLeases: string[],
-    now = Date.now(),
-  ): Promise<HeartbeatResponse> {
+  /**
+   * One heartbeat, one call: the leases it lists are extended (those the executor must
+   * stop come back in `cancel_leases`), the executor is seen now with the status it
+   * reports, and the answer carries the renewal hints and the drain flag.
+   */
+  async heartbeat(who: AuthenticatedExecutor & { claims: ExecutorClaims }, hb: HeartbeatRequest, now = Date.now()): Promise<HeartbeatResponse> {
+    const { auth, claims } = who;
+    const cancel = await this.leases.heartbeat(auth.id, auth.epoch, hb.leases, now);
     await this.store.recordHeartbeat(auth.id, hb.status, now);
     return {
       server_time: rfc3339(now),
@@ -161,7 +138,7 @@ export class ExecutorService {
       jwt_renew_after: rfc3339(renewAt(claims.iat * 1000, claims.exp * 1000)),
       cert_renew_after: rfc3339(renewAt(auth.certIssuedAt, auth.certExpiresAt)),
       drain: auth.drain,
-      cancel_leases: cancelLeases,
+      cancel_leases: cancel,
     };
   }
 
@@ -169,7 +146,7 @@ export class ExecutorService {
     await this.mustGet(id);
     if (await this.store.revokeExecutor(id, Date.now())) {
       this.audit.event("executor.revoked", { executor_id: id, ...who });
-      await this.hooks.onRevoked?.(id);
+      await this.leases.revoked(id);
     }
     return this.show(id);
   }
@@ -183,7 +160,7 @@ export class ExecutorService {
 
   private async credentials(
     e: ExecutorRecord,
-    presentedFingerprint: string,
+    presentedFingerprint: CertThumbprint,
     csr: string | ParsedCsr | undefined,
     epoch: number,
     who: AuditFields,

@@ -7,17 +7,10 @@
 import { sign as edSign, verify as edVerify, type KeyObject } from "node:crypto";
 import { randomB64u } from "../../shared/random.ts";
 import { JWT_AUDIENCE, controllerIssuer } from "../../shared/protocol.ts";
+import type { CertThumbprint } from "../../shared/fingerprint.ts";
+import { reject, validateExecutorClaims, type ExecutorClaims, type Rejection } from "./executor-auth.ts";
 
-export interface ExecutorClaims {
-  iss: string;
-  aud: string;
-  sub: string;
-  epoch: number;
-  iat: number;
-  exp: number;
-  jti: string;
-  cnf: { "x5t#S256": string };
-}
+export type { ExecutorClaims };
 
 export interface JwtKeys {
   kid: string;
@@ -25,9 +18,7 @@ export interface JwtKeys {
   publicKey: KeyObject;
 }
 
-export type JwtCheck =
-  | { ok: true; claims: ExecutorClaims }
-  | { ok: false; code: "TOKEN_INVALID" | "TOKEN_EXPIRED"; reason: string };
+export type JwtCheck = { ok: true; claims: ExecutorClaims } | Rejection;
 
 const b64uJson = (v: unknown) => Buffer.from(JSON.stringify(v)).toString("base64url");
 
@@ -47,11 +38,11 @@ export class ExecutorJwt {
     this.maxCache = opts.maxCache ?? 200_000;
   }
 
-  mint(sub: string, epoch: number, certFingerprint: string, nowMs = Date.now()): { jwt: string; claims: ExecutorClaims } {
+  mint(sub: string, epoch: number, thumbprint: CertThumbprint, nowMs = Date.now()): { jwt: string; claims: ExecutorClaims } {
     const iat = Math.floor(nowMs / 1000);
     const claims: ExecutorClaims = {
       iss: this.issuer, aud: JWT_AUDIENCE, sub, epoch, iat, exp: iat + this.ttlSeconds,
-      jti: randomB64u(16), cnf: { "x5t#S256": certFingerprint },
+      jti: randomB64u(16), cnf: { "x5t#S256": thumbprint },
     };
     const signingInput = `${b64uJson({ alg: "EdDSA", typ: "JWT", kid: this.keys.kid })}.${b64uJson(claims)}`;
     const sig = edSign(null, Buffer.from(signingInput), this.keys.privateKey).toString("base64url");
@@ -59,10 +50,11 @@ export class ExecutorJwt {
   }
 
   /**
-   * Checks signature, issuer, audience, subject, certificate binding and expiry.
-   * The epoch is the caller's to compare: it changes in the store, not in the token.
+   * Like jose's jwtVerify: the signature (checked once, then cached until the token
+   * expires), then the claims against what this request expects (a pure rule, on every
+   * use). The epoch is the caller's to compare: it changes in the store, not in the token.
    */
-  verify(token: string, expected: { sub: string; certFingerprint: string }, nowMs = Date.now()): JwtCheck {
+  verify(token: string, expected: { sub: string; thumbprint: CertThumbprint }, nowMs = Date.now()): JwtCheck {
     let claims = this.verified.get(token);
     if (!claims) {
       const parsed = this.verifySignature(token);
@@ -70,36 +62,31 @@ export class ExecutorJwt {
       claims = parsed.claims;
       if (claims.exp * 1000 > nowMs) this.cache(token, claims, nowMs);
     }
-    if (claims.iss !== this.issuer) return { ok: false, code: "TOKEN_INVALID", reason: "wrong iss" };
-    if (claims.aud !== JWT_AUDIENCE) return { ok: false, code: "TOKEN_INVALID", reason: "wrong aud" };
-    if (claims.sub !== expected.sub) return { ok: false, code: "TOKEN_INVALID", reason: "wrong sub" };
-    if (claims.cnf?.["x5t#S256"] !== expected.certFingerprint) return { ok: false, code: "TOKEN_INVALID", reason: "cnf does not match the client certificate" };
-    if (claims.exp * 1000 <= nowMs) {
-      this.verified.delete(token);
-      return { ok: false, code: "TOKEN_EXPIRED", reason: "expired" };
-    }
-    return { ok: true, claims };
+    const verdict = validateExecutorClaims(claims, { issuer: this.issuer, audience: JWT_AUDIENCE, sub: expected.sub, thumbprint: expected.thumbprint }, nowMs);
+    if (verdict.ok) return { ok: true, claims };
+    if (verdict.code === "TOKEN_EXPIRED") this.verified.delete(token);
+    return verdict;
   }
 
   private verifySignature(token: string): JwtCheck {
-    const bad = (reason: string): JwtCheck => ({ ok: false, code: "TOKEN_INVALID", reason });
+    const bad = (reason: string): JwtCheck => reject("TOKEN_INVALID", reason);
     if (token.length > 4096) return bad("too long");
-    const parts = token.split(".");
-    if (parts.length !== 3) return bad("malformed");
+    const [h64, p64, s64, ...extra] = token.split(".");
+    if (h64 === undefined || p64 === undefined || s64 === undefined || extra.length > 0) return bad("malformed");
     let header: { alg?: unknown; kid?: unknown; crit?: unknown };
     let claims: ExecutorClaims;
     try {
-      header = JSON.parse(Buffer.from(parts[0]!, "base64url").toString("utf8"));
-      claims = JSON.parse(Buffer.from(parts[1]!, "base64url").toString("utf8"));
+      header = JSON.parse(Buffer.from(h64, "base64url").toString("utf8"));
+      claims = JSON.parse(Buffer.from(p64, "base64url").toString("utf8"));
     } catch {
       return bad("malformed");
     }
     if (header?.alg !== "EdDSA") return bad(`alg ${String(header?.alg)} not allowed`);
     if (header.kid !== this.keys.kid) return bad("unknown kid");
     if (header.crit !== undefined) return bad("crit not supported");
-    const sig = Buffer.from(parts[2]!, "base64url");
+    const sig = Buffer.from(s64, "base64url");
     if (sig.length !== 64) return bad("bad signature");
-    if (!edVerify(null, Buffer.from(`${parts[0]}.${parts[1]}`), this.keys.publicKey, sig)) return bad("bad signature");
+    if (!edVerify(null, Buffer.from(`${h64}.${p64}`), this.keys.publicKey, sig)) return bad("bad signature");
     if (
       typeof claims !== "object" || claims === null || typeof claims.sub !== "string" ||
       typeof claims.epoch !== "number" || typeof claims.exp !== "number" || typeof claims.iat !== "number"

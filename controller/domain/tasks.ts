@@ -1,70 +1,26 @@
 /**
  * Work dispatch: tasks, epoch-fenced leases, long-poll leasing, heartbeat lease
- * extension and cancellation, and reclaim of work from silent executors.
+ * extension and cancellation, and reclaim of work from silent executors. It is the
+ * executor service's LeaseLedger (injected at composition, context.ts).
  * Knows nothing of HTTP.
  */
 import { TetherError, ErrorCode } from "../../shared/errors.ts";
-import type { Lease } from "../../shared/protocol.ts";
+import type { Lease } from "../../shared/wire/executor.ts";
+import type { SubmitTask, TaskStatus, TaskView } from "../../shared/wire/operator.ts";
+import { COMMAND_KIND, parseCommandPayload } from "../../shared/task-kinds/command.ts";
 import { randomB64u } from "../../shared/random.ts";
 import { rfc3339 } from "../../shared/time.ts";
-import type { Store } from "../store/types.ts";
-import type { TaskRecord, TaskStatus, TaskStore } from "../store/task-types.ts";
+import type { TaskRecord, TaskStore } from "../store/task-types.ts";
 import type { Audit, AuditFields } from "./audit.ts";
-import type { ExecutorService } from "./executors.ts";
+import type { LeaseLedger } from "./lease-ledger.ts";
+import { OFFLINE_AFTER_INTERVALS, notSuspectSince, offlineBefore } from "./liveness.ts";
+import { WorkSignal } from "./work-signal.ts";
 
-export interface SubmitTask {
-  kind: string;
-  payload: unknown;
-  selector?: Record<string, string>;
-  timeout_s?: number;
-  max_attempts?: number;
-}
-
-export interface TaskView {
-  id: string;
-  kind: string;
-  payload: unknown;
-  selector: Record<string, string>;
-  status: TaskStatus;
-  attempts: number;
-  max_attempts: number;
-  timeout_s: number;
-  created_at: string;
-  updated_at: string;
-  finished_at: string | null;
-  executor_id: string | null;
-  lease_expires_at: string | null;
-  result: Record<string, unknown> | null;
-  error: string | null;
-}
 
 export const DEFAULT_TASK_TIMEOUT_S = 600;
 export const DEFAULT_MAX_ATTEMPTS = 3;
-
-/** Wakes long-polling lease requests when work may have become available. */
-class WorkSignal {
-  private waiters = new Set<() => void>();
-
-  wait(ms: number, signal?: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.waiters.delete(done);
-        signal?.removeEventListener("abort", done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.waiters.add(done);
-      signal?.addEventListener("abort", done, { once: true });
-    });
-  }
-
-  notify(): void {
-    const all = [...this.waiters];
-    this.waiters.clear();
-    for (const w of all) w();
-  }
-}
+/** Lease polls of one executor that may wait at once (a daemon keeps one). */
+export const MAX_WAITING_POLLS_PER_EXECUTOR = 4;
 
 export function taskView(t: TaskRecord): TaskView {
   return {
@@ -75,27 +31,20 @@ export function taskView(t: TaskRecord): TaskView {
   };
 }
 
-export class TaskService {
+export class TaskService implements LeaseLedger {
   private readonly work = new WorkSignal();
+  /** Long polls waiting now, per executor. */
+  private readonly waiting = new Map<string, number>();
   private closing = false;
 
   constructor(
     private readonly tasks: TaskStore,
-    private readonly store: Store,
-    private readonly executors: ExecutorService,
     private readonly audit: Audit,
     private readonly heartbeatIntervalSeconds: number,
-  ) {
-    executors.hooks = {
-      onEpochBumped: async (id, _old, newEpoch) => {
-        const n = await this.tasks.requeueExecutorLeases(id, `lease lost: executor re-registered (epoch ${newEpoch})`, Date.now(), newEpoch);
-        if (n) this.requeued(id, n, "reregistered");
-      },
-      onRevoked: async (id) => {
-        const n = await this.tasks.requeueExecutorLeases(id, "lease lost: executor revoked", Date.now());
-        if (n) this.requeued(id, n, "revoked");
-      },
-    };
+  ) {}
+
+  private get intervalMs(): number {
+    return this.heartbeatIntervalSeconds * 1000;
   }
 
   /** Ends every waiting long poll now (empty), so a shutdown does not wait for them. */
@@ -106,11 +55,15 @@ export class TaskService {
 
   /** A lease lives this long unless a heartbeat that lists it extends it. */
   get leaseTtlMs(): number {
-    return 6 * this.heartbeatIntervalSeconds * 1000;
+    return OFFLINE_AFTER_INTERVALS * this.intervalMs;
   }
 
   async submit(req: SubmitTask, who: AuditFields): Promise<TaskView> {
-    validatePayload(req.kind, req.payload);
+    if (req.kind === COMMAND_KIND) {
+      // Built-in kinds are checked at submission with the executor's own rules, so a malformed task fails now.
+      const parsed = parseCommandPayload(req.payload);
+      if (typeof parsed === "string") throw new TetherError(400, ErrorCode.INVALID_REQUEST, `invalid "command" payload: ${parsed}`);
+    }
     const t = await this.tasks.insertTask({
       id: "task_" + randomB64u(12), kind: req.kind, payload: req.payload ?? null, selector: req.selector ?? {},
       timeoutS: req.timeout_s ?? DEFAULT_TASK_TIMEOUT_S, maxAttempts: req.max_attempts ?? DEFAULT_MAX_ATTEMPTS,
@@ -137,17 +90,35 @@ export class TaskService {
     if (before.status !== "queued" && before.status !== "leased") {
       throw new TetherError(409, ErrorCode.CONFLICT, `task ${id} is already ${before.status}`);
     }
-    const t = (await this.tasks.cancelTask(id, Date.now()))!;
+    const t = await this.tasks.cancelTask(id, Date.now());
+    if (!t) throw new TetherError(404, ErrorCode.NOT_FOUND, `no task ${id}`);
     this.audit.event("task.cancelled", { task_id: id, was: before.status, executor_id: before.executorId, ...who });
     return taskView(t);
   }
 
   /**
    * Leases up to `max` matching tasks to the executor, waiting up to `waitS` for
-   * work. Suspect, draining, revoked and full executors get none.
+   * work. Suspect, draining, revoked and full executors get none. At most
+   * MAX_WAITING_POLLS_PER_EXECUTOR polls of one executor wait at once.
    */
   async lease(executorId: string, epoch: number, max: number, waitS: number, signal?: AbortSignal): Promise<Lease[]> {
-    const deadline = Date.now() + waitS * 1000;
+    const waiting = this.waiting.get(executorId) ?? 0;
+    if (waitS > 0 && waiting >= MAX_WAITING_POLLS_PER_EXECUTOR) {
+      throw new TetherError(429, ErrorCode.RATE_LIMITED, `${waiting} lease polls of this executor are already waiting`, {
+        headers: { "retry-after": "1" },
+      });
+    }
+    this.waiting.set(executorId, waiting + 1);
+    try {
+      return await this.poll(executorId, epoch, max, Date.now() + waitS * 1000, signal);
+    } finally {
+      const left = (this.waiting.get(executorId) ?? 1) - 1;
+      if (left > 0) this.waiting.set(executorId, left);
+      else this.waiting.delete(executorId);
+    }
+  }
+
+  private async poll(executorId: string, epoch: number, max: number, deadline: number, signal?: AbortSignal): Promise<Lease[]> {
     for (;;) {
       // Never hand work to an executor that has gone away, or while shutting down.
       if (signal?.aborted || this.closing) return [];
@@ -159,25 +130,25 @@ export class TaskService {
     }
   }
 
+  /**
+   * One lease call. The store decides eligibility (epoch, revoked, drain, reported
+   * status, not suspect) and free capacity in the same transaction that leases.
+   */
   private async tryLease(executorId: string, epoch: number, max: number): Promise<Lease[]> {
-    const e = await this.store.getExecutor(executorId);
-    if (!e || e.epoch !== epoch) return [];
     const now = Date.now();
-    const liveness = this.executors.liveness(e, now);
-    if (liveness !== "ready" || e.drain) return [];
-    const free = Math.min(max, e.capacity - (await this.tasks.countLeased(executorId)));
-    if (free <= 0) return [];
     const leaseExpiresAt = now + this.leaseTtlMs;
     const leased = await this.tasks.leaseTasks({
-      executorId, epoch, labels: e.labels, max: free, leaseExpiresAt, now, newLeaseId: () => "lease_" + randomB64u(12),
+      executorId, epoch, max, leaseExpiresAt, now, newLeaseId: () => "lease_" + randomB64u(12),
+      // PROTOCOL §3.3: a suspect executor gets no new leases.
+      aliveSince: notSuspectSince(this.intervalMs, now),
     });
-    return leased.map((t) => ({
-      lease_id: t.leaseId!,
+    return leased.flatMap((t) => (t.leaseId === null ? [] : [{
+      lease_id: t.leaseId,
       task_id: t.id,
       kind: t.kind,
       payload: t.payload !== null && typeof t.payload === "object" && !Array.isArray(t.payload) ? { ...(t.payload as object), timeout_s: t.timeoutS } : t.payload,
       expires_at: rfc3339(leaseExpiresAt),
-    }));
+    }]));
   }
 
   async complete(executorId: string, epoch: number, leaseId: string, result: Record<string, unknown>): Promise<void> {
@@ -189,15 +160,25 @@ export class TaskService {
     if (retryable) this.work.notify();
   }
 
-  /** Extends the leases a heartbeat lists; returns those the executor must stop. */
-  async onHeartbeat(executorId: string, epoch: number, leaseIds: string[]): Promise<string[]> {
-    const now = Date.now();
-    return (await this.tasks.heartbeatLeases(executorId, epoch, leaseIds, now + this.leaseTtlMs, now)).cancel;
+  // ─── LeaseLedger: what the executor lifecycle tells dispatch ──────────────
+
+  async heartbeat(executorId: string, epoch: number, leaseIds: string[], nowMs: number): Promise<string[]> {
+    return (await this.tasks.heartbeatLeases(executorId, epoch, leaseIds, nowMs + this.leaseTtlMs, nowMs)).cancel;
+  }
+
+  async epochChanged(executorId: string, newEpoch: number): Promise<void> {
+    const n = await this.tasks.requeueExecutorLeases(executorId, `lease lost: executor re-registered (epoch ${newEpoch})`, Date.now(), newEpoch);
+    if (n) this.requeued(executorId, n, "reregistered");
+  }
+
+  async revoked(executorId: string): Promise<void> {
+    const n = await this.tasks.requeueExecutorLeases(executorId, "lease lost: executor revoked", Date.now());
+    if (n) this.requeued(executorId, n, "revoked");
   }
 
   /** Offline executors (6 missed intervals) and expired leases give their work back. */
   async reclaim(now = Date.now()): Promise<{ requeued: number; failed: number }> {
-    const r = await this.tasks.reclaim(now, now - 6 * this.heartbeatIntervalSeconds * 1000);
+    const r = await this.tasks.reclaim(now, offlineBefore(this.intervalMs, now));
     if (r.requeued + r.failed > 0) {
       this.audit.event("leases.reclaimed", { requeued: r.requeued, failed: r.failed, executors: r.executors });
       this.work.notify();
@@ -209,16 +190,6 @@ export class TaskService {
     this.audit.event("leases.requeued", { executor_id: executorId, count: n, reason: why });
     this.work.notify();
   }
-}
-
-/** Built-in kinds are checked at submission, so a malformed task fails fast instead of on an executor. */
-function validatePayload(kind: string, payload: unknown): void {
-  if (kind !== "command") return;
-  const argv = (payload as { argv?: unknown } | null)?.argv;
-  if (!Array.isArray(argv) || argv.length === 0 || argv.length > 1024 || !argv.every((a) => typeof a === "string" && a.length <= 65536)) {
-    throw new TetherError(400, ErrorCode.INVALID_REQUEST, 'a "command" task needs payload.argv: a non-empty array of strings');
-  }
-  if (argv[0] === "") throw new TetherError(400, ErrorCode.INVALID_REQUEST, "payload.argv[0] must name a command");
 }
 
 function submitter(who: AuditFields): string | null {

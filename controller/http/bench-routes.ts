@@ -13,12 +13,12 @@
 import type { FastifyInstance } from "fastify";
 import { rfc3339 } from "../../shared/time.ts";
 import type { ControllerContext } from "../context.ts";
-import { heartbeatSchema } from "./schemas.ts";
+import { executorRouteSchemas } from "../../shared/wire/executor.ts";
 
 export const BENCH_BARE_PATH = "/v1/bench/bare";
 
 export async function benchRoutes(app: FastifyInstance, ctx: ControllerContext): Promise<void> {
-  app.post(BENCH_BARE_PATH, { config: { route: { plane: "dev" } }, schema: { response: heartbeatSchema.response } }, async () => {
+  app.post(BENCH_BARE_PATH, { config: { route: { plane: "dev" } }, schema: { response: executorRouteSchemas.heartbeat.response } }, async () => {
     const now = Date.now();
     return {
       server_time: rfc3339(now),

@@ -3,31 +3,17 @@
  * absent (404) in production. Same creation code as the real path, audited.
  */
 import type { FastifyInstance } from "fastify";
+import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
+import { operatorRouteSchemas } from "../../shared/wire/operator.ts";
 import type { ControllerContext } from "../context.ts";
 
-export async function devRoutes(app: FastifyInstance, ctx: ControllerContext): Promise<void> {
+export async function devRoutes(scope: FastifyInstance, ctx: ControllerContext): Promise<void> {
+  const app = scope.withTypeProvider<TypeBoxTypeProvider>();
   app.post(
     "/v1/dev/enrollment-tokens",
-    {
-      config: { route: { plane: "dev" } },
-      schema: {
-        body: {
-          anyOf: [
-            { type: "null" },
-            {
-              type: "object",
-              properties: {
-                ttl_s: { type: "integer", minimum: 1, maximum: 31536000 },
-                max_uses: { type: "integer", minimum: 1, maximum: 1000000 },
-                labels: { type: "object", additionalProperties: { type: "string" } },
-              },
-            },
-          ],
-        },
-      },
-    },
+    { config: { route: { plane: "dev" } }, schema: { body: operatorRouteSchemas.createEnrollmentToken.body } },
     async (request, reply) => {
-      const body = (request.body ?? {}) as { ttl_s?: number; max_uses?: number; labels?: Record<string, string> };
+      const body = request.body ?? {};
       const created = await ctx.enrollment.create(
         { ttlSeconds: body.ttl_s, maxUses: body.max_uses, labels: body.labels },
         { via: "dev-route", source: request.ip },

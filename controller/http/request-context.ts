@@ -1,7 +1,7 @@
 /** What the guard chain attaches to a request, and what a route declares. */
-import type { ClientCertIdentity } from "../../certs/client-cert.ts";
-import type { ExecutorAuthState } from "../store/types.ts";
-import type { ExecutorClaims } from "../domain/jwt.ts";
+import type { FastifyRequest } from "fastify";
+import type { AuthenticatedExecutor } from "../domain/executor-authenticator.ts";
+import type { ExecutorClaims } from "../domain/executor-auth.ts";
 import type { OperatorPrincipal } from "../domain/api-tokens.ts";
 
 export type Guard = "mtls" | "jwt" | "hmac";
@@ -19,9 +19,8 @@ declare module "fastify" {
   interface FastifyRequest {
     rawBody?: Buffer;
     jsonInvalid?: boolean;
-    certIdentity?: ClientCertIdentity;
-    executorAuth?: ExecutorAuthState;
-    jwtClaims?: ExecutorClaims;
+    /** Executor plane: set by the mtls guard; `claims` by the jwt guard. */
+    executor?: AuthenticatedExecutor;
     /** Operator plane: the API token that authenticated the request. */
     operator?: OperatorPrincipal;
   }
@@ -30,6 +29,36 @@ declare module "fastify" {
   }
 }
 
+/** The `:id` of an executor path, as the guards read it (before validation). */
 export function executorIdParam(params: unknown): string {
-  return (params as { id?: string }).id ?? "";
+  const id = (params as { id?: unknown } | undefined)?.id;
+  return typeof id === "string" ? id : "";
+}
+
+/** A route's declaration did not attach the guard it relies on: a bug, never a client's fault (500). */
+function missingGuard(what: string): Error {
+  return new Error(`${what} is missing: the route's declared guard chain does not provide it`);
+}
+
+/** The executor the mtls guard authenticated. */
+export function executorOf(request: FastifyRequest): AuthenticatedExecutor {
+  if (!request.executor) throw missingGuard("the mtls guard's executor");
+  return request.executor;
+}
+
+function holdsToken(who: AuthenticatedExecutor): who is AuthenticatedExecutor & { claims: ExecutorClaims } {
+  return who.claims !== undefined;
+}
+
+/** The executor and the claims of its JWT (mtls and jwt guards). */
+export function tokenHolderOf(request: FastifyRequest): AuthenticatedExecutor & { claims: ExecutorClaims } {
+  const who = executorOf(request);
+  if (!holdsToken(who)) throw missingGuard("the jwt guard's claims");
+  return who;
+}
+
+/** The API token of an operator-plane request. */
+export function operatorOf(request: FastifyRequest): OperatorPrincipal {
+  if (!request.operator) throw missingGuard("the API-token guard's principal");
+  return request.operator;
 }

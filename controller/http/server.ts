@@ -68,6 +68,12 @@ export function buildServer(ctx: ControllerContext, tls: TlsMaterial, opts: { lo
     return503OnClosing: true,
   });
 
+  // What the parser and the guards attach to a request, declared up front so every request has one shape.
+  app.decorateRequest("rawBody", undefined);
+  app.decorateRequest("jsonInvalid", false);
+  app.decorateRequest("executor", undefined);
+  app.decorateRequest("operator", undefined);
+
   // Bodies are kept raw for the HMAC and parsed here; a parse failure is reported after the guards.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser("*", { parseAs: "buffer" }, (request, body, done) => {

@@ -8,9 +8,10 @@ import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { startController } from "../../controller/controller.ts";
 import { defaultConfig } from "../../controller/config.ts";
-import { startTestController, tempDir, type TestController } from "../helpers/controller.ts";
-import { spawnTether, tether } from "../helpers/process.ts";
-import { register, WireClient, HEARTBEAT } from "../helpers/wire.ts";
+import { startTestController, type TestController } from "../support/controller.ts";
+import { tempDir } from "../support/temp-dir.ts";
+import { spawnTether, tether } from "../support/process.ts";
+import { register, WireClient, HEARTBEAT } from "../support/wire.ts";
 
 const BARE = "/v1/bench/bare";
 const opened: TestController[] = [];

@@ -1,9 +1,11 @@
 /** The operator CLI against a data dir while a real controller runs on it. */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { X509Certificate } from "node:crypto";
-import { startTestController, type TestController } from "../helpers/controller.ts";
-import { tether, spawnTether } from "../helpers/process.ts";
-import { register } from "../helpers/wire.ts";
+import { readFileSync } from "node:fs";
+import { startTestController, type TestController } from "../support/controller.ts";
+import { tether, spawnTether } from "../support/process.ts";
+import { register, WireClient } from "../support/wire.ts";
+import { tempDir } from "../support/temp-dir.ts";
 
 let tc: TestController;
 beforeAll(async () => {
@@ -91,13 +93,10 @@ describe("tether CLI on --data-dir", () => {
 
 describe("tether controller start", () => {
   it("prints the URL and CA fingerprint, serves, and exits 0 on SIGTERM", async () => {
-    const { tempDir } = await import("../helpers/controller.ts");
     const dir = `${tempDir()}/data`;
     const p = spawnTether(["controller", "start", "--data-dir", dir, "--listen", "127.0.0.1:0", "--log-level", "silent"]);
     const [, url] = (await p.waitFor(/listening on (https:\/\/127\.0\.0\.1:\d+)/))!;
     await p.waitFor(/CA fingerprint SHA256:[0-9A-F:]{95}/);
-    const { WireClient } = await import("../helpers/wire.ts");
-    const { readFileSync } = await import("node:fs");
     const c = new WireClient(url!, readFileSync(`${dir}/ca.pem`, "utf8"));
     expect((await c.send("GET", "/healthz")).status).toBe(200);
     await c.close();
@@ -106,7 +105,6 @@ describe("tether controller start", () => {
   });
 
   it("--dev logs a WARNING at start", async () => {
-    const { tempDir } = await import("../helpers/controller.ts");
     const p = spawnTether(["controller", "start", "--data-dir", `${tempDir()}/data`, "--listen", "127.0.0.1:0", "--dev"]);
     await p.waitFor(/listening on/);
     await p.waitFor(/WARNING: development mode/);

@@ -5,9 +5,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateKeyPairSync, sign as edSign } from "node:crypto";
-import { tether } from "../helpers/process.ts";
-import { startTestController, type TestController } from "../helpers/controller.ts";
-import { executorCall, HEARTBEAT, register, WireClient, type Enrolled } from "../helpers/wire.ts";
+import { tether } from "../support/process.ts";
+import { startTestController, type TestController } from "../support/controller.ts";
+import { executorCall, HEARTBEAT, register, WireClient, type Enrolled } from "../support/wire.ts";
 import { CERT_GRACE_MS } from "../../shared/protocol.ts";
 
 const hb = (id: string) => `/v1/executors/${id}/heartbeat`;
@@ -253,7 +253,7 @@ describe("bad input after the guards", () => {
 describe("renewal and revocation", () => {
   it("renew with a CSR: the new certificate works, the previous one stays valid for the grace window only", async () => {
     const e = await register(tc.url, tc.caPem, await tc.createToken());
-    const { newKeyAndCsr } = await import("../helpers/wire.ts");
+    const { newKeyAndCsr } = await import("../support/wire.ts");
     const next = await newKeyAndCsr("P-256");
     const r = await executorCall(e, "POST", `/v1/executors/${e.id}/renew`, { csr_pem: next.csrPem });
     expect(r.status).toBe(200);

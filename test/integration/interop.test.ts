@@ -7,7 +7,8 @@ import { spawnSync, execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { startTestController, tempDir, type TestController } from "../helpers/controller.ts";
+import { startTestController, type TestController } from "../support/controller.ts";
+import { tempDir } from "../support/temp-dir.ts";
 
 const have = (cmd: string) => spawnSync("sh", ["-c", `command -v ${cmd}`]).status === 0;
 const tools = have("openssl") && have("curl") && have("jq");

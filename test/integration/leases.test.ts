@@ -1,7 +1,7 @@
 /** Work dispatch over real TLS: leasing, fencing, heartbeat extension, cancellation and reclaim. */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestController, type TestController } from "../helpers/controller.ts";
-import { executorCall, HEARTBEAT, register, type Enrolled } from "../helpers/wire.ts";
+import { startTestController, type TestController } from "../support/controller.ts";
+import { executorCall, HEARTBEAT, register, type Enrolled } from "../support/wire.ts";
 
 const code = (r: { json: any }) => r.json?.error?.code;
 let tc: TestController;
@@ -179,6 +179,19 @@ describe("leases", () => {
       const r = await executorCall(e, "POST", `/v1/executors/${e.id}/leases`, body);
       expect([r.status, code(r)]).toEqual([400, "INVALID_REQUEST"]);
     }
+  });
+
+  it("at most 4 long polls of one executor wait at once: a fifth → 429 RATE_LIMITED with Retry-After", async () => {
+    await drainQueue();
+    const e = await executor({ pool: "capped" });
+    const polls = Array.from({ length: 4 }, () => lease(e, 1, 2));
+    await new Promise((r) => setTimeout(r, 300)); // let the four reach the controller and start waiting
+    const fifth = await lease(e, 1, 2);
+    expect([fifth.status, code(fifth)]).toEqual([429, "RATE_LIMITED"]);
+    expect(fifth.headers["retry-after"]).toBe("1");
+    for (const r of await Promise.all(polls)) expect([r.status, r.json.leases]).toEqual([200, []]);
+    // once they have ended, polling works again
+    expect((await lease(e, 1, 0)).status).toBe(200);
   });
 
   it("a controller shutdown ends waiting long polls at once instead of waiting for them", async () => {

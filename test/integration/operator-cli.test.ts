@@ -8,9 +8,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { startTestController, tempDir, type TestController } from "../helpers/controller.ts";
-import { spawnTether, tether, TETHER_BIN, type Spawned } from "../helpers/process.ts";
-import { register } from "../helpers/wire.ts";
+import { startTestController, type TestController } from "../support/controller.ts";
+import { tempDir } from "../support/temp-dir.ts";
+import { spawnTether, tether, TETHER_BIN, type Spawned } from "../support/process.ts";
+import { register } from "../support/wire.ts";
 
 const PAT = /^tet_pat_[A-Za-z0-9_-]{43}\n$/;
 

@@ -8,15 +8,17 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RouteOptions } from "fastify";
 import { readFileSync } from "node:fs";
 import { request as httpsRequest } from "node:https";
+import { join } from "node:path";
+import Database from "better-sqlite3";
 import { buildServer } from "../../controller/http/server.ts";
 import type { RouteDeclaration } from "../../controller/http/request-context.ts";
 import type { ControllerContext } from "../../controller/context.ts";
-import type { SqliteStore } from "../../controller/store/sqlite-store.ts";
-import { isCapability, roleHas, ROLES, type Capability, type Role } from "../../controller/domain/capabilities.ts";
-import type { CreatedApiToken } from "../../controller/domain/api-tokens.ts";
-import { startTestController, type TestController } from "../helpers/controller.ts";
-import { executorCall, HEARTBEAT, register, WireClient, type Enrolled, type Response } from "../helpers/wire.ts";
-import { tether } from "../helpers/process.ts";
+import { DB_FILE } from "../../controller/store/sqlite/sqlite-store.ts";
+import { isCapability, roleHas } from "../../controller/domain/capabilities.ts";
+import { ROLES, type Capability, type CreatedApiToken, type Role } from "../../shared/wire/operator.ts";
+import { startTestController, type TestController } from "../support/controller.ts";
+import { executorCall, HEARTBEAT, register, WireClient, type Enrolled, type Response } from "../support/wire.ts";
+import { tether } from "../support/process.ts";
 
 const UNAUTHENTICATED = '{"error":{"code":"UNAUTHENTICATED","message":"auth failure"}}';
 const PUBLIC_ROUTES = new Set(["/v1/ca/bundle.pem", "/.well-known/jwks.json", "/healthz"]);
@@ -85,7 +87,9 @@ beforeAll(async () => {
   tokens.revoked = await api.create({ name: "matrix-revoked", role: "admin" }, "test", { via: "test" });
   // The database is the source of truth: expiry and revocation written there apply at once,
   // the revocation even from another process (the CLI on the data dir).
-  (tc.c.ctx.store as SqliteStore).db.prepare(`UPDATE api_tokens SET expires_at = ? WHERE id = ?`).run(Date.now() - 1000, tokens.expired.id);
+  const db = new Database(join(tc.dataDir, DB_FILE));
+  db.prepare(`UPDATE api_tokens SET expires_at = ? WHERE id = ?`).run(Date.now() - 1000, tokens.expired.id);
+  db.close();
   const r = tether(["api-token", "revoke", tokens.revoked.id, "--data-dir", tc.dataDir]);
   expect(r.status, r.stderr).toBe(0);
   ex = await register(tc.url, tc.caPem, await tc.createToken(), { name: "matrix-executor" });
@@ -314,6 +318,25 @@ describe("operator routes", () => {
     expect(events.find((x) => x.event === "executor.revoked" && x.executor_id === e.id)).toMatchObject({
       actor: { type: "api_token", id: tokens.admin.id, name: "matrix-admin", role: "admin" },
     });
+  });
+
+  it("tasks: a malformed command payload is refused at submission (400, naming the problem) and nothing is queued", async () => {
+    const before = (await call(anon, "GET", "/api/v1/tasks?limit=1000", admin())).json.tasks.length;
+    for (const [payload, problem] of [
+      [{ argv: [] }, "argv must be a non-empty array"],
+      [{ argv: ["echo", 1] }, "argv must be a non-empty array"],
+      [{ argv: [""] }, "argv[0] is empty"],
+      [{ argv: ["echo"], env: { LD_PRELOAD: "/tmp/x.so" } }, "LD_PRELOAD may not be set"],
+      [{ argv: ["echo"], cwd: "relative/dir" }, "cwd must be an absolute path"],
+      [{ argv: ["echo"], timeout_s: -1 }, "timeout_s must be a positive number"],
+    ] as const) {
+      const bad = await call(anon, "POST", "/api/v1/tasks", bearer(tokens.operator.token), JSON.stringify({ kind: "command", payload }));
+      expect([bad.status, bad.json.error.code], problem).toEqual([400, "INVALID_REQUEST"]);
+      expect(bad.json.error.message).toContain(problem);
+    }
+    expect((await call(anon, "GET", "/api/v1/tasks?limit=1000", admin())).json.tasks.length).toBe(before);
+    const ok = await call(anon, "POST", "/api/v1/tasks", bearer(tokens.operator.token), JSON.stringify({ kind: "command", payload: { argv: ["echo", "hi"] } }));
+    expect([ok.status, ok.json.status]).toEqual([201, "queued"]);
   });
 
   it("API tokens: create (once), list without secrets, revoke takes effect on the next request", async () => {

@@ -5,8 +5,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
-import { startTestController, type TestController } from "../helpers/controller.ts";
-import { newKeyAndCsr, WireClient } from "../helpers/wire.ts";
+import { startTestController, type TestController } from "../support/controller.ts";
+import { newKeyAndCsr, WireClient } from "../support/wire.ts";
 
 const code = (r: { json: any }) => r.json?.error?.code;
 let tc: TestController;

@@ -3,9 +3,10 @@ import { afterAll, describe, expect, it } from "vitest";
 import { chmodSync, existsSync, statSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { connect } from "node:tls";
-import { spawnTether, tether } from "../helpers/process.ts";
+import { spawnTether, tether } from "../support/process.ts";
 import { buildServer } from "../../controller/http/server.ts";
-import { startTestController, tempDir, type TestController } from "../helpers/controller.ts";
+import { startTestController, type TestController } from "../support/controller.ts";
+import { tempDir } from "../support/temp-dir.ts";
 
 const opened: TestController[] = [];
 afterAll(async () => {
@@ -54,7 +55,7 @@ describe("data dir and keys", () => {
   it("the database alone reveals no HMAC key", async () => {
     const tc = await startTestController();
     opened.push(tc);
-    const { register } = await import("../helpers/wire.ts");
+    const { register } = await import("../support/wire.ts");
     const e = await register(tc.url, tc.caPem, await tc.createToken());
     await e.client.close();
     const db = readFileSync(join(tc.dataDir, "tether.db"));

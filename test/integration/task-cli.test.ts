@@ -2,9 +2,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { join } from "node:path";
 import { readFileSync } from "node:fs";
-import { tempDir } from "../helpers/controller.ts";
-import { spawnTether, tether, type Spawned } from "../helpers/process.ts";
-import { executorCall, register, type Enrolled } from "../helpers/wire.ts";
+import { tempDir } from "../support/temp-dir.ts";
+import { spawnTether, tether, type Spawned } from "../support/process.ts";
+import { executorCall, register, type Enrolled } from "../support/wire.ts";
 
 let controller: Spawned;
 let dataDir: string;

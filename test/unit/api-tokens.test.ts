@@ -1,13 +1,14 @@
 /** Operator API tokens and the role → capability table, over a real SQLite file. */
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { appendFileSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { appendFileSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tempDir } from "../support/temp-dir.ts";
 import { join } from "node:path";
-import { SqliteStore } from "../../controller/store/sqlite-store.ts";
+import { SqliteStore } from "../../controller/store/sqlite/sqlite-store.ts";
 import { KeyEncryptor } from "../../controller/store/key-encryption.ts";
 import { MemoryAudit } from "../../controller/domain/audit.ts";
 import { ApiTokens, hashApiToken } from "../../controller/domain/api-tokens.ts";
-import { CAPABILITIES, ROLES, ROLE_CAPABILITIES, capabilitiesOf, isCapability, roleHas } from "../../controller/domain/capabilities.ts";
+import { ROLE_CAPABILITIES, capabilitiesOf, isCapability, roleHas } from "../../controller/domain/capabilities.ts";
+import { CAPABILITIES, ROLES } from "../../shared/wire/operator.ts";
 import { readAuditEvents } from "../../controller/domain/audit-reader.ts";
 import { sha256Hex } from "../../shared/random.ts";
 
@@ -41,7 +42,7 @@ describe("API tokens", () => {
   const who = { via: "test" };
 
   beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), "tether-pat-"));
+    dir = tempDir("tether-pat-");
     store = new SqliteStore(join(dir, "tether.db"), new KeyEncryptor(Buffer.alloc(32, 7)));
     audit = new MemoryAudit();
     tokens = new ApiTokens(store, audit);
@@ -161,7 +162,7 @@ describe("API tokens", () => {
 describe("audit reader", () => {
   let dir: string;
   beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), "tether-audit-"));
+    dir = tempDir("tether-audit-");
   });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 

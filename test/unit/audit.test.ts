@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { mkdtempSync, readFileSync, statSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, statSync } from "node:fs";
+import { tempDir } from "../support/temp-dir.ts";
 import { join } from "node:path";
 import { FileAudit, redact } from "../../controller/domain/audit.ts";
 
@@ -13,7 +13,7 @@ describe("audit", () => {
     expect(redact({ items: [{ jwt: "x", id: 1 }, "plain"] })).toEqual({ items: [{ jwt: "[REDACTED]", id: 1 }, "plain"] });
   });
   it("writes one JSON line per event to a 0600 file", () => {
-    const dir = mkdtempSync(join(tmpdir(), "audit-"));
+    const dir = tempDir("audit-");
     const a = new FileAudit(dir, "test");
     a.event("x.happened", { executor_id: "ex_1", jwt: "secret.jwt.value" });
     a.event("y.happened");

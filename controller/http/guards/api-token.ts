@@ -11,7 +11,8 @@ import type { FastifyRequest } from "fastify";
 import { ErrorCode, TetherError } from "../../../shared/errors.ts";
 import type { Audit } from "../../domain/audit.ts";
 import { operatorActor, type ApiTokens, type AuthFailure } from "../../domain/api-tokens.ts";
-import { roleHas, type Capability } from "../../domain/capabilities.ts";
+import { roleHas } from "../../domain/capabilities.ts";
+import type { Capability } from "../../../shared/wire/operator.ts";
 
 export interface ApiTokenDeps {
   apiTokens: ApiTokens;

@@ -9,7 +9,7 @@ import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
 import { signRequestHeaders } from "../../shared/hmac.ts";
 import { newNonce } from "../../shared/random.ts";
-import type { RegisterResponse } from "../../shared/protocol.ts";
+import type { RegisterResponse } from "../../shared/wire/executor.ts";
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 

@@ -1,7 +1,7 @@
 /** Starts a real controller (real TLS on 127.0.0.1:0, real SQLite file) in a temp data dir. */
-import { mkdtempSync, rmSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { rmSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { tempDir } from "./temp-dir.ts";
 import { defaultConfig, type ControllerConfig } from "../../controller/config.ts";
 import { startController, type RunningController } from "../../controller/controller.ts";
 
@@ -15,10 +15,6 @@ export interface TestController {
   restart(): Promise<void>;
   close(): Promise<void>;
   createToken(opts?: { ttlSeconds?: number; maxUses?: number; labels?: Record<string, string> }): Promise<string>;
-}
-
-export function tempDir(prefix = "tether-test-"): string {
-  return mkdtempSync(join(tmpdir(), prefix));
 }
 
 export async function startTestController(overrides: Partial<ControllerConfig> = {}): Promise<TestController> {

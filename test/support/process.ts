@@ -1,13 +1,11 @@
 /** Runs the real `tether` CLI as a child process. */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { tempDir } from "./temp-dir.ts";
 
 /** A developer's own saved login or TETHER_* variables must never leak into a test. */
 const isolated: NodeJS.ProcessEnv = {
-  TETHER_CONFIG_DIR: mkdtempSync(join(tmpdir(), "tether-cfg-")),
+  TETHER_CONFIG_DIR: tempDir("tether-cfg-"),
   TETHER_TOKEN: "", TETHER_URL: "", TETHER_CA_FILE: "", TETHER_DATA_DIR: "", TETHER_ENV: "", TETHER_LISTEN: "",
 };
 

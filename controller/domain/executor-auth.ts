@@ -1,0 +1,134 @@
+/**
+ * The rules of the executor guard chain (PROTOCOL §3.2) as pure functions: each takes
+ * what it judges and the time, and returns a verdict with the wire code of the
+ * rejection. No I/O, no HTTP: the authenticator (executor-authenticator.ts) fetches
+ * what they need, the HTTP guards map the codes to responses. Unit-tested on every
+ * rejection path (test/unit/executor-auth.test.ts), the way jose tests its claims set.
+ */
+import type { ClientCertIdentity } from "../../certs/client-cert.ts";
+import { MAX_SKEW_MS, isValidNonce, isValidTimestamp } from "../../shared/hmac.ts";
+import type { CertThumbprint } from "../../shared/fingerprint.ts";
+import type { ExecutorAuthState } from "../store/types.ts";
+
+export type AuthCode =
+  | "CERT_REQUIRED"
+  | "IDENTITY_MISMATCH"
+  | "CERT_REVOKED"
+  | "TOKEN_INVALID"
+  | "TOKEN_EXPIRED"
+  | "EPOCH_MISMATCH"
+  | "CLOCK_SKEW"
+  | "SIGNATURE_INVALID"
+  | "NONCE_REPLAY";
+
+/** Why a check failed: the wire code, and a reason for the audit log (never sent). */
+export interface Rejection {
+  ok: false;
+  code: AuthCode;
+  reason: string;
+}
+export type Verdict = { ok: true } | Rejection;
+
+export const ACCEPT: Verdict = Object.freeze({ ok: true });
+export const reject = (code: AuthCode, reason: string): Rejection => ({ ok: false, code, reason });
+
+/** The claims of an executor JWT (PROTOCOL §3.2 step 2). */
+export interface ExecutorClaims {
+  iss: string;
+  aud: string;
+  sub: string;
+  epoch: number;
+  iat: number;
+  exp: number;
+  jti: string;
+  cnf: { "x5t#S256": CertThumbprint };
+}
+
+// ─── 1. mTLS ────────────────────────────────────────────────────────────
+
+/**
+ * The certificate on the connection (already chain-checked once per connection) against
+ * the request: still valid now, and naming the executor of the path.
+ */
+export function checkPresentedCertificate(identity: ClientCertIdentity, pathExecutorId: string, nowMs: number): Verdict {
+  if (identity.notAfter <= nowMs) return reject("CERT_REQUIRED", "expired");
+  if (identity.executorId !== pathExecutorId) return reject("IDENTITY_MISMATCH", `certificate of ${identity.executorId}`);
+  return ACCEPT;
+}
+
+/**
+ * The executor as the store has it now: known, not revoked, and the presented
+ * certificate is its current one — or its previous one, inside the grace window after
+ * a renewal (so requests in flight during a rotation still pass).
+ */
+export function checkExecutorCertificate(
+  auth: ExecutorAuthState | undefined,
+  presented: CertThumbprint,
+  nowMs: number,
+): { ok: true; auth: ExecutorAuthState } | Rejection {
+  if (!auth) return reject("CERT_REQUIRED", "unknown executor");
+  if (auth.revoked) return reject("CERT_REVOKED", "executor revoked");
+  if (auth.certFingerprint === presented) return { ok: true, auth };
+  const inGrace = auth.prevCertFingerprint === presented && auth.prevCertGraceUntil !== null && nowMs < auth.prevCertGraceUntil;
+  return inGrace ? { ok: true, auth } : reject("CERT_REQUIRED", "not the executor's current certificate");
+}
+
+// ─── 2. JWT ─────────────────────────────────────────────────────────────
+
+export interface ExpectedClaims {
+  issuer: string;
+  audience: string;
+  /** The executor of the path. */
+  sub: string;
+  /** The certificate on the connection (RFC 8705 binding). */
+  thumbprint: CertThumbprint;
+}
+
+/**
+ * The claims of a token whose signature verified: issuer, audience, subject, binding
+ * to the connection's certificate, expiry. Expiry is checked last, so a token that is
+ * both foreign and expired is called invalid, not expired (expired means "renew").
+ */
+export function validateExecutorClaims(claims: ExecutorClaims, expected: ExpectedClaims, nowMs: number): Verdict {
+  if (claims.iss !== expected.issuer) return reject("TOKEN_INVALID", "wrong iss");
+  if (claims.aud !== expected.audience) return reject("TOKEN_INVALID", "wrong aud");
+  if (claims.sub !== expected.sub) return reject("TOKEN_INVALID", "wrong sub");
+  if (claims.cnf?.["x5t#S256"] !== expected.thumbprint) return reject("TOKEN_INVALID", "cnf does not match the client certificate");
+  if (claims.exp * 1000 <= nowMs) return reject("TOKEN_EXPIRED", "expired");
+  return ACCEPT;
+}
+
+/** A token from another epoch than the executor's current one is refused (the executor re-registers). */
+export function checkEpoch(claims: Pick<ExecutorClaims, "epoch">, auth: Pick<ExecutorAuthState, "epoch">): Verdict {
+  return claims.epoch === auth.epoch ? ACCEPT : reject("EPOCH_MISMATCH", `token epoch ${claims.epoch}, current ${auth.epoch}`);
+}
+
+/** The bearer value of an executor route: a JWT, never an operator or enrollment token. */
+export function checkBearerShape(token: string | undefined): { ok: true; token: string } | Rejection {
+  if (!token) return reject("TOKEN_INVALID", "no bearer token");
+  if (token.startsWith("tet_")) return reject("TOKEN_INVALID", "API or enrollment token on an executor route");
+  return { ok: true, token };
+}
+
+// ─── 3. HMAC ────────────────────────────────────────────────────────────
+
+export interface SignatureHeaders {
+  timestamp?: string;
+  nonce?: string;
+  signature?: string;
+}
+
+/** The three headers are present and well formed (the signature itself is checked with the key). */
+export function checkSignatureHeaders(h: SignatureHeaders): { ok: true; headers: Required<SignatureHeaders> } | Rejection {
+  const { timestamp, nonce, signature } = h;
+  if (!timestamp || !nonce || !signature) return reject("SIGNATURE_INVALID", "missing signature headers");
+  if (!isValidTimestamp(timestamp)) return reject("SIGNATURE_INVALID", "malformed timestamp");
+  if (!isValidNonce(nonce)) return reject("SIGNATURE_INVALID", "malformed nonce");
+  return { ok: true, headers: { timestamp, nonce, signature } };
+}
+
+/** `|server time − timestamp| ≤ 300 s`. */
+export function checkTimestamp(timestampMs: number, nowMs: number, maxSkewMs = MAX_SKEW_MS): Verdict {
+  const skew = nowMs - timestampMs;
+  return Math.abs(skew) > maxSkewMs ? reject("CLOCK_SKEW", `skew ${skew} ms`) : ACCEPT;
+}

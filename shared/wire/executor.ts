@@ -1,0 +1,113 @@
+/**
+ * The executor plane (PROTOCOL §3): request and response shapes, written once. The
+ * controller validates and serializes with them; the executor's client is typed by them.
+ */
+import { Type, type Static } from "typebox";
+import { AnyObject, Bool, Empty, ExecutorId, IdParams, Int, Labels, Str, StringEnum, Time } from "./parts.ts";
+
+/** A CSR in PEM; the certs module checks what is inside. */
+const CsrPem = Type.String({ maxLength: 16384 });
+
+export const RegisterRequest = Type.Object({
+  enrollment_token: Type.String({ maxLength: 256 }),
+  csr_pem: CsrPem,
+  name: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+  labels: Type.Optional(Labels),
+  capacity: Type.Optional(Type.Integer({ minimum: 1, maximum: 1024 })),
+});
+export type RegisterRequest = Static<typeof RegisterRequest>;
+
+export const RegisterResponse = Type.Object({
+  executor_id: Str,
+  epoch: Int,
+  certificate_pem: Str,
+  ca_bundle_pem: Str,
+  cert_expires_at: Time,
+  jwt: Str,
+  jwt_expires_at: Time,
+  /** base64url of 32 random bytes. */
+  hmac_key: Str,
+  heartbeat_interval_s: Int,
+});
+export type RegisterResponse = Static<typeof RegisterResponse>;
+
+/** Renew and re-register: a CSR asks for a new certificate (with a fresh key). */
+export const RenewRequest = Type.Object({ csr_pem: Type.Optional(CsrPem) });
+export type RenewRequest = Static<typeof RenewRequest>;
+
+export const RenewResponse = Type.Object({
+  epoch: Int,
+  jwt: Str,
+  jwt_expires_at: Time,
+  cert_expires_at: Time,
+  ca_bundle_pem: Str,
+  /** Only when a CSR was sent. */
+  certificate_pem: Type.Optional(Str),
+});
+export type RenewResponse = Static<typeof RenewResponse>;
+
+export const ExecutorRunState = StringEnum(["ready", "draining"]);
+export type ExecutorRunState = Static<typeof ExecutorRunState>;
+
+const LeaseId = Type.String({ maxLength: 128 });
+
+export const HeartbeatRequest = Type.Object({
+  status: ExecutorRunState,
+  running: Type.Integer({ minimum: 0 }),
+  capacity: Type.Integer({ minimum: 0 }),
+  leases: Type.Array(LeaseId, { maxItems: 1024 }),
+});
+export type HeartbeatRequest = Static<typeof HeartbeatRequest>;
+
+export const HeartbeatResponse = Type.Object({
+  server_time: Time,
+  next_heartbeat_s: Int,
+  jwt_renew_after: Time,
+  cert_renew_after: Time,
+  drain: Bool,
+  cancel_leases: Type.Array(Str),
+});
+export type HeartbeatResponse = Static<typeof HeartbeatResponse>;
+
+export const MAX_LEASES_PER_POLL = 64;
+export const MAX_LEASE_WAIT_S = 30;
+
+export const LeasesRequest = Type.Object({
+  max: Type.Integer({ minimum: 1, maximum: MAX_LEASES_PER_POLL }),
+  wait_s: Type.Integer({ minimum: 0, maximum: MAX_LEASE_WAIT_S }),
+});
+export type LeasesRequest = Static<typeof LeasesRequest>;
+
+export const Lease = Type.Object({
+  lease_id: Str,
+  task_id: Str,
+  kind: Str,
+  payload: Type.Unknown(),
+  expires_at: Time,
+});
+export type Lease = Static<typeof Lease>;
+
+export const LeasesResponse = Type.Object({ leases: Type.Array(Lease) });
+export type LeasesResponse = Static<typeof LeasesResponse>;
+
+export const LeaseParams = Type.Object({
+  id: ExecutorId,
+  lease_id: Type.String({ pattern: "^[A-Za-z0-9_-]{1,128}$" }),
+});
+
+export const LeaseCompleteRequest = Type.Object({ result: AnyObject });
+export type LeaseCompleteRequest = Static<typeof LeaseCompleteRequest>;
+
+export const LeaseFailRequest = Type.Object({ error: Type.String({ maxLength: 65536 }), retryable: Bool });
+export type LeaseFailRequest = Static<typeof LeaseFailRequest>;
+
+/** Route schemas of the executor plane: what fastify validates, serializes and types with. */
+export const executorRouteSchemas = {
+  register: { body: RegisterRequest, response: { 201: RegisterResponse } },
+  renew: { params: IdParams, body: RenewRequest, response: { 200: RenewResponse } },
+  reregister: { params: IdParams, body: RenewRequest, response: { 200: RenewResponse } },
+  heartbeat: { params: IdParams, body: HeartbeatRequest, response: { 200: HeartbeatResponse } },
+  leases: { params: IdParams, body: LeasesRequest, response: { 200: LeasesResponse } },
+  leaseComplete: { params: LeaseParams, body: LeaseCompleteRequest, response: { 200: Empty } },
+  leaseFail: { params: LeaseParams, body: LeaseFailRequest, response: { 200: Empty } },
+} as const;

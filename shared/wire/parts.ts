@@ -1,0 +1,68 @@
+/**
+ * Schema pieces every plane uses, defined once. Wire schemas are TypeBox: each is plain
+ * JSON Schema (what fastify validates and serializes with, and what the OpenAPI document
+ * is made of) and its TypeScript type is inferred from it with `Static`, so a field can
+ * not be declared in one place and forgotten in the other.
+ */
+import { Type, type TSchema, type TUnsafe } from "typebox";
+import { EXECUTOR_ID_PATTERN } from "../ids.ts";
+
+export const Str = Type.String();
+export const Int = Type.Integer();
+export const Bool = Type.Boolean();
+/** RFC 3339 UTC time (`2026-01-01T00:00:00Z`). */
+export const Time = Type.String();
+
+/** A string enum (`{"type": "string", "enum": […]}`), typed as the union of its values. */
+export function StringEnum<const T extends readonly string[]>(values: T): TUnsafe<T[number]> {
+  return Type.Unsafe<T[number]>({ type: "string", enum: [...values] });
+}
+
+/** `string | null`, as one JSON-schema type list (cheaper to serialize than anyOf). */
+export const NullableStr: TUnsafe<string | null> = Type.Unsafe<string | null>({ type: ["string", "null"] });
+
+/** Executor labels and task selectors: at most 64 string pairs. */
+export const Labels: TUnsafe<Record<string, string>> = Type.Unsafe<Record<string, string>>({
+  type: "object",
+  maxProperties: 64,
+  propertyNames: { maxLength: 63, minLength: 1 },
+  additionalProperties: { type: "string", maxLength: 256 },
+});
+
+/** Labels as they are sent back (already validated on the way in). */
+export const StringMap: TUnsafe<Record<string, string>> = Type.Unsafe<Record<string, string>>({
+  type: "object",
+  additionalProperties: { type: "string" },
+});
+
+/** A JSON object or null (a task's result). */
+export const NullableObject: TUnsafe<Record<string, unknown> | null> = Type.Unsafe<Record<string, unknown> | null>({
+  type: ["object", "null"],
+  additionalProperties: true,
+});
+
+/** Any JSON object (a task result). */
+export const AnyObject: TUnsafe<Record<string, unknown>> = Type.Unsafe<Record<string, unknown>>({ type: "object", additionalProperties: true });
+
+export const ExecutorId = Type.String({ pattern: `^${EXECUTOR_ID_PATTERN}$` });
+
+/** `:id` path parameters: the id alphabet of PROTOCOL §2. */
+export const IdParams = Type.Object({ id: ExecutorId });
+
+/** POST routes that take no body accept none, `null` or any object (fields ignored). */
+export const NoBody: TUnsafe<null | Record<string, unknown>> = Type.Unsafe<null | Record<string, unknown>>({
+  anyOf: [{ type: "null" }, { type: "object" }],
+});
+
+/** Optional body that is an object or absent/null (e.g. create an enrollment token with defaults). */
+export function OptionalBody<T extends TSchema>(schema: T) {
+  return Type.Union([Type.Null(), schema]);
+}
+
+/** Every error: `{"error": {"code", "message", …}}` (PROTOCOL §1). */
+export const ErrorBody = Type.Object({
+  error: Type.Object({ code: Str, message: Str }, { additionalProperties: true }),
+});
+
+/** `{}` — the answer of routes that have nothing to say. */
+export const Empty = Type.Object({});
