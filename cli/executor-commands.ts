@@ -9,7 +9,9 @@ import { ExecutorDaemon, tokenFileReader } from "../executor/daemon/daemon.ts";
 import { ExitCode } from "../executor/exit-codes.ts";
 import { createLogger } from "../executor/logger.ts";
 import { readStatus } from "../executor/status.ts";
-import { allowedNameProblem, CommandHandler, RUNS_ANYTHING } from "../executor/handlers/command.ts";
+import { CommandHandler } from "../executor/handlers/command.ts";
+import { allowedNameProblem, loadsCode, runsAnything } from "../executor/handlers/command-policy.ts";
+import { envNameProblem } from "../shared/task-kinds/command.ts";
 import { LeaseWorkSource } from "../executor/leases.ts";
 
 const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
@@ -43,12 +45,13 @@ export const executorRun: Command = {
   spec: {
     name: "executor run",
     usage:
-      "executor run --controller URL --ca-file FILE --state-dir DIR [--token TOKEN | --token-file FILE] [--name NAME] [--label k=v]… [--capacity N] [--allow-command NAME]…",
+      "executor run --controller URL --ca-file FILE --state-dir DIR [--token TOKEN | --token-file FILE] [--name NAME] [--label k=v]… [--capacity N] [--allow-command NAME]… [--allow-env NAME]…",
     summary:
       "Runs the executor daemon. First start: generates a key, sends a CSR and registers with the enrollment token. " +
       "Later starts: reuses the identity in --state-dir and re-registers (epoch + 1) without a token. " +
       "Renews the JWT and the certificate (fresh key) at ~2/3 of their lifetimes, drains on SIGTERM. " +
-      "Runs `command` tasks whose argv[0] was allowed with --allow-command (without any, it takes no tasks). " +
+      "Runs `command` tasks whose argv[0] was allowed with --allow-command (without any, it takes no tasks), " +
+      "setting only the env names allowed with --allow-env. " +
       "Exit codes: 0 stopped, 1 error, 2 usage, 3 revoked, 4 identity expired/rejected (re-enroll), 5 enrollment failed.",
     options: {
       controller: { kind: "string", arg: "URL", help: "the controller, e.g. https://controller:8443", env: "TETHER_CONTROLLER" },
@@ -63,6 +66,11 @@ export const executorRun: Command = {
         kind: "list",
         arg: "NAME",
         help: "argv[0] a command task may run, matched exactly: a bare name (looked up in PATH) or an absolute path; no shell (docs/handlers.md)",
+      },
+      "allow-env": {
+        kind: "list",
+        arg: "NAME",
+        help: "an environment variable a command task may set (exact name; default none: a task setting any other fails). Commands start from PATH, HOME and LANG only",
       },
       "key-type": { kind: "string", arg: "TYPE", help: `private key type: ${KEY_TYPES.join(", ")}`, default: "ed25519" },
       "drain-timeout": { kind: "string", arg: "DURATION", help: "on SIGTERM, how long running work may take before it is handed back", default: "60s" },
@@ -88,6 +96,11 @@ export const executorRun: Command = {
       const problem = allowedNameProblem(a);
       if (problem) throw new UsageError(`--allow-command: ${problem}`);
     }
+    const allowEnv = [...new Set(args.lists["allow-env"]!)];
+    for (const n of allowEnv) {
+      const problem = envNameProblem(n);
+      if (problem) throw new UsageError(`--allow-env: ${problem}`);
+    }
 
     const log = createLogger({ level });
     let token: (() => string | undefined) | undefined;
@@ -108,12 +121,14 @@ export const executorRun: Command = {
       }
     }
 
-    const broad = allowed.filter((a) => RUNS_ANYTHING.has(a.slice(a.lastIndexOf("/") + 1)));
-    if (broad.length) {
-      log.warn({ event: "allow_command.broad", commands: broad }, `--allow-command ${broad.join(", ")}: these run whatever their arguments say, so tasks can run any command`);
+    for (const a of allowed.filter(runsAnything)) {
+      log.warn({ event: "allow_command.broad", command: a }, `--allow-command ${a}: it runs whatever its arguments say, so tasks can run any command on this executor`);
+    }
+    for (const n of allowEnv.filter(loadsCode)) {
+      log.warn({ event: "allow_env.loads_code", name: n }, `--allow-env ${n}: it makes programs load code a task chooses, so every allowed command can run more than itself`);
     }
     // Without --allow-command there is nothing this executor could run: it takes no tasks.
-    const work = new LeaseWorkSource({ handlers: allowed.length ? [new CommandHandler({ allowed })] : [] });
+    const work = new LeaseWorkSource({ handlers: allowed.length ? [new CommandHandler({ allowed, allowEnv })] : [] });
     const daemon = new ExecutorDaemon(
       { controllerUrl: controller, caFilePem, stateDir, token, tokenSource, name, labels, capacity, allowedCommands: allowed, keyType, drainTimeoutMs },
       { log, work },

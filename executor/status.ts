@@ -1,10 +1,10 @@
 /** `tether executor status`: what the state dir says, without talking to the controller. */
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { rfc3339 } from "../shared/time.ts";
 import { ExitCode } from "./exit-codes.ts";
 import { IdentityStore, IdentityStoreError, STATE_FILES } from "./identity-store.ts";
-import { LOCK_FILE } from "./state-lock.ts";
+import { LOCK_FILE, lockHolder } from "./state-lock.ts";
 
 export type IdentityHealth = "ok" | "expired" | "revoked" | "none" | "unusable";
 
@@ -31,15 +31,9 @@ export interface ExecutorStatus {
   problems: string[];
 }
 
+/** pid of the daemon holding the state dir (the kernel's word: the lock is never taken here), or null. */
 function daemonPid(dir: string): number | null {
-  try {
-    const pid = Number(readFileSync(join(dir, LOCK_FILE), "utf8").trim());
-    if (!Number.isInteger(pid) || pid <= 0) return null;
-    process.kill(pid, 0);
-    return pid;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM" ? Number(readFileSync(join(dir, LOCK_FILE), "utf8").trim()) : null;
-  }
+  return lockHolder(join(dir, LOCK_FILE)) ?? null;
 }
 
 function modeProblems(dir: string): string[] {

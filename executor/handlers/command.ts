@@ -1,17 +1,18 @@
 /**
  * The built-in `command` handler: runs `payload.argv` without a shell, only when
- * `argv[0]` was allowed with `--allow-command`, in its own process group, with a
- * timeout, and reports the exit code and the tails of stdout/stderr. Rules and
- * decisions: docs/handlers.md.
+ * `argv[0]` was allowed with `--allow-command` and every `env` name with `--allow-env`,
+ * from a minimal fixed environment, in its own process group, with a timeout, and
+ * reports the exit code and the tails of stdout/stderr. Rules and decisions:
+ * docs/handlers.md.
  */
 import { spawn } from "node:child_process";
 import { accessSync, constants as fsc, readdirSync, readFileSync, statSync } from "node:fs";
-import { delimiter, isAbsolute, join } from "node:path";
+import { join } from "node:path";
 import { MAX_EXECUTOR_BODY_BYTES } from "../../shared/protocol.ts";
+import { COMMAND_KIND, envNameProblem, parseCommandPayload, type CommandPayload } from "../../shared/task-kinds/command.ts";
+import { absoluteEntries, allowedNameProblem, minimalEnv, refusedEnvError, type BaseEnv } from "./command-policy.ts";
 import { lastBytes, TailBuffer } from "./tail-buffer.ts";
 import type { TaskHandler, TaskInput, TaskOutcome } from "./types.ts";
-import { COMMAND_KIND, parseCommandPayload, type CommandPayload } from "../../shared/task-kinds/command.ts";
-
 
 export const DEFAULT_TIMEOUT_S = 600;
 /** setTimeout's limit (~24.8 days); longer timeouts are clamped to it. */
@@ -31,33 +32,17 @@ const STDIO_DRAIN_MS = 1_000;
 export interface CommandHandlerOptions {
   /** `--allow-command` values: bare names (resolved through PATH) or absolute paths, matched exactly against argv[0]. */
   allowed: readonly string[];
+  /** `--allow-env` values: the only names a payload's `env` may set (default none). */
+  allowEnv?: readonly string[];
   defaultTimeoutS?: number;
   killGraceMs?: number;
   tailBytes?: number;
-  /** What commands inherit before the payload's `env` (default: this process's environment without TETHER_* variables). */
-  baseEnv?: NodeJS.ProcessEnv;
-  /** Where bare names are looked up (default: this process's PATH — never the payload's). */
+  /** The daemon's environment: only its PATH and LANG reach commands (minimalEnv). Default: this process's. */
+  daemonEnv?: NodeJS.ProcessEnv;
+  /** Where bare names are looked up (default: the commands' base PATH — never the payload's). */
   searchPath?: string;
   /** Called with the pid (= process group id) of every command started. */
   onSpawn?: (pid: number, argv: readonly string[]) => void;
-}
-
-/** Why an `--allow-command` value is unusable, or undefined when it is fine. */
-export function allowedNameProblem(name: string): string | undefined {
-  if (name.length === 0) return "an empty name";
-  if (name.includes("\0")) return "a name with a NUL byte";
-  if (name.includes("/") && !isAbsolute(name)) return `"${name}" is a relative path: give a bare command name (looked up in PATH) or an absolute path`;
-  return undefined;
-}
-
-/** Programs that run whatever their arguments say: allowing one allows every command. */
-export const RUNS_ANYTHING = new Set(["sh", "bash", "dash", "zsh", "ksh", "fish", "csh", "tcsh", "env", "xargs", "sudo", "su", "doas", "nohup", "timeout", "nice", "python", "python3", "node", "perl", "ruby", "php", "lua", "busybox"]);
-
-/** This process's environment without the daemon's own TETHER_* settings. */
-export function defaultBaseEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
-  const out: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(env)) if (!k.toUpperCase().startsWith("TETHER_") && v !== undefined) out[k] = v;
-  return out;
 }
 
 function isExecutableFile(path: string): boolean {
@@ -72,8 +57,7 @@ function isExecutableFile(path: string): boolean {
 
 /** First executable `name` in the absolute entries of `searchPath` (relative and empty entries are skipped). */
 export function resolveInPath(name: string, searchPath: string): string | undefined {
-  for (const dir of searchPath.split(delimiter)) {
-    if (!dir || !isAbsolute(dir)) continue;
+  for (const dir of absoluteEntries(searchPath)) {
     const candidate = join(dir, name);
     if (isExecutableFile(candidate)) return candidate;
   }
@@ -135,20 +119,22 @@ async function waitGroupGone(pgid: number, ms: number): Promise<boolean> {
 export class CommandHandler implements TaskHandler {
   readonly kind = COMMAND_KIND;
   private readonly allowed: ReadonlySet<string>;
+  private readonly allowEnv: ReadonlySet<string>;
   private readonly defaultTimeoutS: number;
   private readonly graceMs: number;
   private readonly tailBytes: number;
-  private readonly baseEnv: NodeJS.ProcessEnv;
+  private readonly baseEnv: Readonly<BaseEnv>;
   private readonly searchPath: string;
   private readonly onSpawn?: (pid: number, argv: readonly string[]) => void;
 
   constructor(opts: CommandHandlerOptions) {
     this.allowed = new Set(opts.allowed.filter((n) => allowedNameProblem(n) === undefined));
+    this.allowEnv = new Set((opts.allowEnv ?? []).filter((n) => envNameProblem(n) === undefined));
     this.defaultTimeoutS = opts.defaultTimeoutS ?? DEFAULT_TIMEOUT_S;
     this.graceMs = opts.killGraceMs ?? KILL_GRACE_MS;
     this.tailBytes = opts.tailBytes ?? TAIL_BYTES;
-    this.baseEnv = defaultBaseEnv(opts.baseEnv ?? process.env);
-    this.searchPath = opts.searchPath ?? process.env.PATH ?? "";
+    this.baseEnv = minimalEnv(opts.daemonEnv ?? process.env);
+    this.searchPath = opts.searchPath ?? this.baseEnv.PATH;
     this.onSpawn = opts.onSpawn;
   }
 
@@ -175,6 +161,12 @@ export class CommandHandler implements TaskHandler {
     if (!auth.ok) {
       task.log.warn({ event: "command.refused", task_id: task.taskId, lease_id: task.leaseId, command: argv0 }, auth.error);
       return { error: auth.error, retryable: false };
+    }
+    // The environment configures the program (BASH_ENV, PERL5OPT, NODE_OPTIONS… run code): only names the executor allows.
+    const envRefusal = refusedEnvError(p.env, this.allowEnv);
+    if (envRefusal) {
+      task.log.warn({ event: "command.refused", task_id: task.taskId, lease_id: task.leaseId, command: argv0, env: envRefusal.names }, envRefusal.error);
+      return { error: envRefusal.error, retryable: false };
     }
     if (p.cwd !== undefined) {
       let dir = false;

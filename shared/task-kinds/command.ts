@@ -14,6 +14,16 @@ export const MAX_ARG_CHARS = 65536;
 const FORBIDDEN_ENV = /^(LD_|DYLD_)/i;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
+/**
+ * Why `name` can never be a task's environment variable, or undefined. Shape only:
+ * which names an executor actually sets is its own `--allow-env` policy (the handler).
+ */
+export function envNameProblem(name: string): string | undefined {
+  if (!ENV_NAME.test(name)) return `"${name.slice(0, 64)}" is not a valid variable name`;
+  if (FORBIDDEN_ENV.test(name)) return `${name} may not be set by a task (dynamic-loader variables are refused)`;
+  return undefined;
+}
+
 export interface CommandPayload {
   argv: string[];
   timeoutS?: number;
@@ -41,8 +51,8 @@ export function parseCommandPayload(payload: unknown): CommandPayload | string {
     if (typeof p.env !== "object" || Array.isArray(p.env)) return "env must be an object of strings";
     const env: Record<string, string> = {};
     for (const [k, v] of Object.entries(p.env as Record<string, unknown>)) {
-      if (!ENV_NAME.test(k)) return `env: "${k.slice(0, 64)}" is not a valid variable name`;
-      if (FORBIDDEN_ENV.test(k)) return `env: ${k} may not be set by a task (dynamic-loader variables are refused)`;
+      const problem = envNameProblem(k);
+      if (problem) return `env: ${problem}`;
       if (typeof v !== "string") return `env: ${k} must be a string`;
       if (v.includes("\0")) return `env: ${k} contains a NUL byte`;
       env[k] = v;

@@ -43,7 +43,7 @@ describe("restarts (e2e)", () => {
     const twin = startExecutor(ctl, stateDir);
     const r = await twin.exited;
     expect(r.code).toBe(1);
-    expect(twin.stderr()).toMatch(/another executor \(pid \d+\) is using/);
+    expect(twin.stderr()).toMatch(/another executor is using .*; stop it first \(pid \d+ holds /);
     expect(ex.child.exitCode).toBeNull();
     expect(showExecutor(ctl.dataDir, id).epoch).toBe(2);
   }, 20_000);

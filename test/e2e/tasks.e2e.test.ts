@@ -3,7 +3,8 @@
  * `command` tasks over mTLS. Tasks complete although an executor is killed -9
  * mid-run (its leases are reclaimed once it is offline and another executor
  * finishes them); a completion for a reclaimed lease gets 409 STALE_LEASE; a
- * command that is not allowed never runs; cancelling kills a running command.
+ * command that is not allowed never runs, nor one whose env names a variable the
+ * executor did not allow (--allow-env); cancelling kills a running command.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { existsSync, readFileSync } from "node:fs";
@@ -97,6 +98,11 @@ const tasks = {
     }
   },
 };
+
+/** A `command` task with a whole payload (the CLI has no `env` option): through the controller's task service on its data dir. */
+function submitPayload(payload: Record<string, unknown>, selector: Record<string, string>): Promise<string> {
+  return inProcess(async (c) => (await c.tasks.submit({ kind: "command", payload, selector }, { actor: "e2e" })).id);
+}
 
 type Ctx = Awaited<ReturnType<typeof import("../../controller/context.ts").openControllerContext>>;
 async function inProcess<T>(fn: (c: Ctx) => Promise<T>): Promise<T> {
@@ -260,6 +266,44 @@ describe("tasks (e2e)", () => {
     expect(done).toMatchObject({ status: "succeeded", result: { stdout_tail: "finished\n" } });
     await again.waitFor(() => again.logs().some((l) => l.event === "lease.completed" && l.task_id === id), "the restarted executor to complete it", 5_000);
   }, 60_000);
+
+  it("a task setting an env name not allowed with --allow-env fails naming it, and its command never runs; allowed names reach a minimal environment", async () => {
+    const ldd = ["/usr/bin/ldd", "/bin/ldd"].find((p) => existsSync(p) && readFileSync(p, "utf8").startsWith("#!/bin/bash"));
+    const e = executor("e2e-tasks-env", ["--label", "pool=env", "--allow-command", "env", ...(ldd ? ["--allow-command", "ldd"] : []), "--allow-env", "GREETING", "--allow-env", "NODE_OPTIONS"]);
+    await e.waitForEvent("ready", 20_000);
+    expect(e.logs().filter((l) => l.event === "allow_env.loads_code").map((l) => [l.level, l.name])).toEqual([["warn", "NODE_OPTIONS"]]);
+    // One warning per allowed command that runs anything.
+    expect(e.logs().filter((l) => l.event === "allow_command.broad").map((l) => [l.level, l.command])).toEqual([["warn", "sh"], ["warn", "env"]]);
+    const dir = tempDir();
+    const [m1, m2] = [join(dir, "sh-ran"), join(dir, "bash-env-ran")];
+    const pool = { pool: "env" };
+    const ids = await Promise.all([
+      submitPayload({ argv: ["sh", "-c", `touch ${m1}`], env: { GREETING: "hi", FOO: "x" } }, pool),
+      submitPayload({ argv: ["env"], env: { GREETING: "hello" } }, pool),
+      ...(ldd ? [submitPayload({ argv: ["ldd", "/bin/true"], env: { BASH_ENV: `$(touch ${m2})` } }, pool)] : []),
+    ]);
+    const [vSh, vEnv, vLdd] = await tasks.waitAll(ids, 20_000);
+    expect(vSh).toMatchObject({ status: "failed", attempts: 1, error: 'env "FOO" is not allowed on this executor (--allow-env: GREETING, NODE_OPTIONS)' });
+    expect(vEnv).toMatchObject({ status: "succeeded", result: { exit_code: 0 } });
+    // The daemon's environment (this test runner's, with TETHER_ENV and all) is not inherited.
+    const lines = (vEnv!.result!.stdout_tail as string).split("\n").filter(Boolean);
+    expect(lines.map((l) => l.slice(0, l.indexOf("="))).sort()).toEqual(["GREETING", "HOME", "LANG", "PATH"]);
+    expect(lines).toContain("GREETING=hello");
+    if (ldd) expect(vLdd).toMatchObject({ status: "failed", attempts: 1, error: 'env "BASH_ENV" is not allowed on this executor (--allow-env: GREETING, NODE_OPTIONS)' });
+    await sleep(300);
+    expect([existsSync(m1), existsSync(m2)]).toEqual([false, false]);
+    const refused = ids.filter((id) => id !== ids[1]);
+    await e.waitFor(() => refused.every((id) => e.logs().some((l) => l.event === "command.refused" && l.task_id === id && Array.isArray(l.env))), "command.refused naming the env", 5_000);
+    expect(e.logs().filter((l) => l.event === "command.started" && refused.includes(l.task_id))).toEqual([]);
+  }, 40_000);
+
+  it("--allow-env refuses an invalid or dynamic-loader name at start-up (exit 2)", () => {
+    for (const [name, re] of [["LD_PRELOAD", /--allow-env: LD_PRELOAD may not be set by a task/], ["1X", /--allow-env: "1X" is not a valid variable name/]] as const) {
+      const r = tether(["executor", "run", "--controller", ctl.url, "--ca-file", ctl.caFile, "--state-dir", join(tempDir(), "s"), "--allow-command", "echo", "--allow-env", name]);
+      expect(r.status, name).toBe(2);
+      expect(r.stderr).toMatch(re);
+    }
+  });
 
   it("--allow-command refuses a relative path at start-up (exit 2)", () => {
     const r = tether(["executor", "run", "--controller", ctl.url, "--ca-file", ctl.caFile, "--state-dir", join(tempDir(), "s"), "--allow-command", "./job"]);

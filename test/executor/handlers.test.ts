@@ -5,13 +5,14 @@
  */
 import { describe, expect, it } from "vitest";
 import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { userInfo } from "node:os";
 import { join } from "node:path";
 import { createLogger } from "../../executor/logger.ts";
 import {
-  CommandHandler, ERROR_TEXT_BYTES, MAX_RESULT_JSON_BYTES, TAIL_BYTES, allowedNameProblem, failureText, fitResult,
-  type CommandHandlerOptions,
+  CommandHandler, ERROR_TEXT_BYTES, MAX_RESULT_JSON_BYTES, TAIL_BYTES, failureText, fitResult, type CommandHandlerOptions,
 } from "../../executor/handlers/command.ts";
-import { parseCommandPayload } from "../../shared/task-kinds/command.ts";
+import { DEFAULT_PATH, allowedNameProblem, loadsCode, minimalEnv, runsAnything } from "../../executor/handlers/command-policy.ts";
+import { envNameProblem, parseCommandPayload } from "../../shared/task-kinds/command.ts";
 import { TailBuffer } from "../../executor/handlers/tail-buffer.ts";
 import type { TaskOutcome } from "../../executor/handlers/types.ts";
 import { alive, until } from "../support/daemon-wait.ts";
@@ -49,11 +50,88 @@ describe("command handler: no shell", () => {
     expect((r as { result: { duration_ms: number } }).result.duration_ms).toBeGreaterThanOrEqual(0);
   });
 
-  it("passes env and cwd; the daemon's TETHER_* variables are not inherited", async () => {
+  it("passes allowed env and cwd; nothing of the daemon's own environment is inherited", async () => {
     const dir = tempDir();
-    const { h } = handler(["sh"], { baseEnv: { PATH: process.env.PATH, TETHER_TOKEN: "secret", KEEP: "yes" } });
-    const r = await run(h, { argv: ["sh", "-c", 'echo "$FOO|$KEEP|${TETHER_TOKEN-unset}|$(pwd)"'], env: { FOO: "bar baz" }, cwd: dir });
-    expect(r).toMatchObject({ result: { exit_code: 0, stdout_tail: `bar baz|yes|unset|${dir}\n` } });
+    const { h } = handler(["sh"], { allowEnv: ["FOO"], daemonEnv: { PATH: process.env.PATH, TETHER_TOKEN: "secret", KEEP: "yes" } });
+    const r = await run(h, { argv: ["sh", "-c", 'echo "$FOO|${KEEP-unset}|${TETHER_TOKEN-unset}|$(pwd)"'], env: { FOO: "bar baz" }, cwd: dir });
+    expect(r).toMatchObject({ result: { exit_code: 0, stdout_tail: `bar baz|unset|unset|${dir}\n` } });
+  });
+});
+
+/** `env`'s output as an object (one NAME=value per line). */
+function envOf(r: TaskOutcome): Record<string, string> {
+  const text = (r as { result: { stdout_tail: string } }).result.stdout_tail;
+  return Object.fromEntries(text.split("\n").filter(Boolean).map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]));
+}
+
+describe("command handler: the task environment (--allow-env)", () => {
+  // Programs that are no interpreters, but are scripts: their interpreter reads code from the environment.
+  const ldd = ["/usr/bin/ldd", "/bin/ldd"].find((p) => existsSync(p) && readFileSync(p, "utf8").startsWith("#!/bin/bash"));
+  const shasum = ["/usr/bin/shasum", "/bin/shasum"].find((p) => existsSync(p) && readFileSync(p, "utf8").startsWith("#!/usr/bin/perl"));
+
+  it.skipIf(!ldd || !shasum)("env cannot smuggle code into an allowed program (BASH_ENV via ldd, PERL5DB via shasum): refused, nothing runs", async () => {
+    const dir = tempDir();
+    const m1 = join(dir, "bash-env-ran");
+    const m2 = join(dir, "perl5db-ran");
+    const { h, spawned } = handler(["ldd", "shasum"]);
+    const r1 = await run(h, { argv: ["ldd", "/bin/true"], env: { BASH_ENV: `$(touch ${m1})` } });
+    expect(r1).toEqual({ error: 'env "BASH_ENV" is not allowed on this executor (--allow-env: none)', retryable: false });
+    const r2 = await run(h, { argv: ["shasum", "/dev/null"], env: { PERL5OPT: "-d", PERL5DB: `BEGIN{system("touch ${m2}")}` } });
+    expect(r2).toEqual({ error: 'env "PERL5OPT", "PERL5DB" are not allowed on this executor (--allow-env: none)', retryable: false });
+    await new Promise((res) => setTimeout(res, 200));
+    expect([existsSync(m1), existsSync(m2)]).toEqual([false, false]);
+    expect(spawned).toEqual([]);
+  });
+
+  it("only --allow-env names are set; a task asking for any other name fails naming it and the option", async () => {
+    const dir = tempDir();
+    const marker = join(dir, "ran");
+    const { h, spawned } = handler(["sh"], { allowEnv: ["GREETING", "PGHOST"] });
+    const refused = await run(h, { argv: ["sh", "-c", `touch ${marker}`], env: { GREETING: "hi", NODE_OPTIONS: "--import=data:," } });
+    expect(refused).toEqual({ error: 'env "NODE_OPTIONS" is not allowed on this executor (--allow-env: GREETING, PGHOST)', retryable: false });
+    // Names are case-sensitive, as on Linux.
+    expect(await run(h, { argv: ["sh", "-c", `touch ${marker}`], env: { greeting: "hi" } })).toMatchObject({ error: expect.stringContaining('env "greeting" is not allowed') });
+    expect(existsSync(marker)).toBe(false);
+    expect(spawned).toEqual([]);
+    expect(await run(h, { argv: ["sh", "-c", 'echo "$GREETING"'], env: { GREETING: "hello" } })).toMatchObject({ result: { exit_code: 0, stdout_tail: "hello\n" } });
+  });
+
+  it("the child starts from PATH, HOME and LANG alone, never from the daemon's environment", async () => {
+    const env = (() => {
+      for (const dir of (process.env.PATH ?? "").split(":")) if (dir && existsSync(join(dir, "env"))) return "env";
+      return "/usr/bin/env";
+    })();
+    // This test process's own environment (VITEST, NODE_ENV, …) is the daemon's here.
+    const plain = handler([env]);
+    const r = envOf(await run(plain.h, { argv: [env] }));
+    expect(Object.keys(r).sort()).toEqual(["HOME", "LANG", "PATH"]);
+    expect(r.HOME).toBe(userInfo().homedir);
+    // A daemon environment full of secrets and loader tricks: only PATH (absolute entries) and LANG come from it.
+    const daemonEnv = { PATH: `/usr/local/bin:.::relative/bin:/usr/bin:/bin`, LANG: "de_DE.UTF-8", HOME: "/not-the-user-home", AWS_SECRET_ACCESS_KEY: "s3cr3t", TETHER_TOKEN: "t", BASH_ENV: "/tmp/x" };
+    const tricked = handler([env], { daemonEnv, allowEnv: ["GREETING"] });
+    const r2 = envOf(await run(tricked.h, { argv: [env], env: { GREETING: "hi" } }));
+    expect(r2).toEqual({ PATH: "/usr/local/bin:/usr/bin:/bin", HOME: userInfo().homedir, LANG: "de_DE.UTF-8", GREETING: "hi" });
+    // LANG defaults to C.UTF-8; PATH to a fixed default when the daemon has none.
+    expect(minimalEnv({})).toEqual({ PATH: DEFAULT_PATH, HOME: userInfo().homedir, LANG: "C.UTF-8" });
+  });
+
+  it("envNameProblem: valid names only, never a dynamic-loader variable (--allow-env and the payload share it)", () => {
+    for (const ok of ["PGHOST", "_X", "a1"]) expect(envNameProblem(ok), ok).toBeUndefined();
+    expect(envNameProblem("LD_PRELOAD")).toMatch(/LD_PRELOAD may not be set/);
+    expect(envNameProblem("dyld_insert_libraries")).toMatch(/may not be set/);
+    for (const bad of ["", "1X", "A-B", "A=B", "A B"]) expect(envNameProblem(bad), bad).toMatch(/not a valid variable name/);
+  });
+
+  it("runsAnything: shells, interpreters and launchers, by bare name, versioned name or absolute path", () => {
+    for (const n of ["sh", "bash", "env", "node", "npx", "python", "python3", "python3.11", "/usr/bin/python3.11", "/usr/local/bin/node", "perl5.36", "/bin/sh", "xargs", "sudo", "ruby3.2"]) {
+      expect(runsAnything(n), n).toBe(true);
+    }
+    for (const n of ["echo", "pg_dump", "/usr/bin/touch", "ldd", "sha256sum", "base64", "/opt/python3.11/bin/backup"]) expect(runsAnything(n), n).toBe(false);
+  });
+
+  it("loadsCode: env names that make a program load code of the task's choosing", () => {
+    for (const n of ["BASH_ENV", "NODE_OPTIONS", "PERL5OPT", "PERL5DB", "PYTHONPATH", "PATH", "JAVA_TOOL_OPTIONS", "GIT_SSH_COMMAND"]) expect(loadsCode(n), n).toBe(true);
+    for (const n of ["GREETING", "TZ", "LANG", "BACKUP_TARGET"]) expect(loadsCode(n), n).toBe(false);
   });
 });
 
@@ -94,7 +172,7 @@ describe("command handler: the allowlist", () => {
     const evil = join(dir, "echo");
     writeFileSync(evil, `#!/bin/sh\ntouch ${marker}\n`);
     chmodSync(evil, 0o755);
-    const { h } = handler(["echo"]);
+    const { h } = handler(["echo"], { allowEnv: ["PATH"] });
     const r = await run(h, { argv: ["echo", "hi"], env: { PATH: dir } });
     expect(r).toMatchObject({ result: { exit_code: 0, stdout_tail: "hi\n" } });
     expect(existsSync(marker)).toBe(false);
