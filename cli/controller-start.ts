@@ -1,7 +1,8 @@
 import { resolve } from "node:path";
 import { defaultConfig, resolveEnv } from "../controller/config.ts";
 import { startController } from "../controller/controller.ts";
-import { durationSeconds, required, requireString, UsageError, type ParsedArgs } from "./args.ts";
+import { DEFAULT_NETWORK_BOUNDS } from "../controller/http/network-bounds.ts";
+import { durationSeconds, required, requireString, UsageError, wholeNumber, type ParsedArgs } from "./args.ts";
 import { info, type Command } from "./command.ts";
 import { dataDirOption } from "./data-dir.ts";
 
@@ -28,13 +29,17 @@ export const controllerStart: Command = {
       dev: { kind: "boolean", help: "development mode: mounts POST /v1/dev/enrollment-tokens without auth (never in production)" },
       bench: {
         kind: "boolean",
-        help: "benchmark mode for `npm run bench`: mounts the unguarded POST /v1/bench/bare and lifts the /register rate limit; refused unless TETHER_ENV is development/test or --dev is given",
+        help: "benchmark mode for `npm run bench`: mounts the unguarded POST /v1/bench/bare and lifts the /register rate limit and the per-address connection cap (all its load comes from one address); refused unless TETHER_ENV is development/test or --dev is given",
       },
       "cert-ttl": { kind: "string", arg: "DURATION", help: "executor certificate lifetime", default: "24h" },
       "jwt-ttl": { kind: "string", arg: "DURATION", help: "executor JWT lifetime", default: "15m" },
       "heartbeat-interval": { kind: "string", arg: "DURATION", help: "heartbeat interval told to executors", default: "10s" },
       "ca-key-type": { kind: "string", arg: "TYPE", help: "CA key type on first start: ed25519 or p256", default: "ed25519" },
       "log-level": { kind: "string", arg: "LEVEL", help: "trace, debug, info, warn, error or silent", default: "info", env: "TETHER_LOG_LEVEL" },
+      "audit-max-mib": { kind: "string", arg: "N", help: "audit.log is rotated before it passes N MiB", default: "64" },
+      "audit-max-files": { kind: "string", arg: "N", help: "audit files kept, audit.log included (the oldest is dropped)", default: "5" },
+      "max-connections": { kind: "string", arg: "N", help: "open connections in total; more are closed at once (keep it under the process's file limit)", default: String(DEFAULT_NETWORK_BOUNDS.maxConnections) },
+      "max-connections-per-address": { kind: "string", arg: "N", help: "open connections from one IPv4 address or IPv6 /64 (a NAT counts as one)", default: String(DEFAULT_NETWORK_BOUNDS.maxConnectionsPerAddress) },
     },
   },
   async run(args) {
@@ -56,6 +61,10 @@ export const controllerStart: Command = {
       jwtTtlSeconds: duration(args, "jwt-ttl"),
       heartbeatIntervalSeconds: duration(args, "heartbeat-interval"),
       logLevel: args.strings["log-level"]!,
+      auditMaxBytes: required(wholeNumber(args, "audit-max-mib", 1024 * 1024), "audit-max-mib") * 1024 * 1024,
+      auditMaxFiles: required(wholeNumber(args, "audit-max-files", 1000), "audit-max-files"),
+      maxConnections: required(wholeNumber(args, "max-connections", 1_000_000), "max-connections"),
+      maxConnectionsPerAddress: bench ? 0 : required(wholeNumber(args, "max-connections-per-address", 1_000_000), "max-connections-per-address"),
     });
     if (!config.sans || config.sans.length === 0) config.sans = ["localhost", "127.0.0.1"];
     const running = await startController(config);

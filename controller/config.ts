@@ -1,9 +1,14 @@
 import { DEFAULT_TRUST_DOMAIN } from "../shared/protocol.ts";
 import type { CaKeyType } from "../certs/ca.ts";
+import { DEFAULT_AUDIT_ROTATION } from "./domain/audit.ts";
+import { DEFAULT_AGGREGATION } from "./domain/audit-aggregate.ts";
+import { DEFAULT_BUSY_TIMEOUT_MS } from "./store/open-store.ts";
+import { DEFAULT_NETWORK_BOUNDS, type NetworkBounds } from "./http/network-bounds.ts";
 
 export type TetherEnv = "production" | "development" | "test";
 
-export interface ControllerConfig {
+/** Connection caps, handshake/header/request timeouts and the /register body limit: controller/http/network-bounds.ts. */
+export interface ControllerConfig extends NetworkBounds {
   dataDir: string;
   host: string;
   port: number;
@@ -21,6 +26,16 @@ export interface ControllerConfig {
   registerPerSecond: number;
   /** Log level for the pino logger; "silent" in tests. */
   logLevel: string;
+  /** audit.log is rotated before a line would take it past this many bytes (docs/security.md "Audit volume"). */
+  auditMaxBytes: number;
+  /** Audit files kept, audit.log included; the oldest is dropped at a rotation. */
+  auditMaxFiles: number;
+  /** Rejections anyone can provoke: the first of a kind per window is written, repeats are counted. */
+  auditWindowMs: number;
+  /** Kinds of rejection held per window; more go into one catch-all count. */
+  auditMaxKinds: number;
+  /** How long a store operation waits for another connection's lock before it answers 503 UNAVAILABLE. */
+  storeBusyTimeoutMs: number;
   /**
    * Benchmark mode (`controller start --bench`, development/test only): mounts the
    * unguarded baseline route POST /v1/bench/bare. Refused in production.
@@ -52,6 +67,12 @@ export function defaultConfig(dataDir: string, overrides: Partial<ControllerConf
     registerBurst: 20,
     registerPerSecond: 10,
     logLevel: "info",
+    auditMaxBytes: DEFAULT_AUDIT_ROTATION.maxBytes,
+    auditMaxFiles: DEFAULT_AUDIT_ROTATION.maxFiles,
+    auditWindowMs: DEFAULT_AGGREGATION.windowMs,
+    auditMaxKinds: DEFAULT_AGGREGATION.maxKinds,
+    storeBusyTimeoutMs: DEFAULT_BUSY_TIMEOUT_MS,
+    ...DEFAULT_NETWORK_BOUNDS,
     ...overrides,
   };
 }

@@ -6,6 +6,11 @@
 export const ErrorCode = {
   INVALID_REQUEST: "INVALID_REQUEST",
   PAYLOAD_TOO_LARGE: "PAYLOAD_TOO_LARGE",
+  /** HTTP-level refusals answered before a route runs (docs/protocol.md "Transport"): 408, 414, 417, 431. */
+  REQUEST_TIMEOUT: "REQUEST_TIMEOUT",
+  URI_TOO_LONG: "URI_TOO_LONG",
+  EXPECTATION_FAILED: "EXPECTATION_FAILED",
+  HEADERS_TOO_LARGE: "HEADERS_TOO_LARGE",
   INVALID_CSR: "INVALID_CSR",
   ENROLLMENT_DENIED: "ENROLLMENT_DENIED",
   RATE_LIMITED: "RATE_LIMITED",
@@ -24,6 +29,8 @@ export const ErrorCode = {
   FORBIDDEN: "FORBIDDEN",
   CONFLICT: "CONFLICT",
   INTERNAL: "INTERNAL",
+  /** 503: the store cannot be reached (PROTOCOL §5); a transient condition, with Retry-After. */
+  UNAVAILABLE: "UNAVAILABLE",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -6,8 +6,10 @@
  */
 import Fastify, { LogController, type FastifyInstance, type FastifyRequest, type RouteOptions, type onRequestHookHandler, type preValidationHookHandler } from "fastify";
 import { pino } from "pino";
+import { constants as cryptoConstants } from "node:crypto";
+import type { Server as HttpsServer } from "node:https";
 import { TetherError, ErrorCode } from "../../shared/errors.ts";
-import { MAX_EXECUTOR_BODY_BYTES } from "../../shared/protocol.ts";
+import { MAX_EXECUTOR_BODY_BYTES, paths } from "../../shared/protocol.ts";
 import type { ControllerContext } from "../context.ts";
 import type { Guard, RouteDeclaration } from "./request-context.ts";
 import { requireMtls } from "./guards/mtls.ts";
@@ -21,6 +23,9 @@ import { executorRoutes } from "./executor-routes.ts";
 import { publicRoutes } from "./public-routes.ts";
 import { devRoutes } from "./dev-routes.ts";
 import { benchRoutes } from "./bench-routes.ts";
+import { answerClientError, answerConnect, answerFrameworkError, answerUnknownExpectation, MAX_HEADER_BYTES, MAX_PARAM_LENGTH } from "./client-errors.ts";
+import { INVALID_JSON_MESSAGE, parseJsonBody } from "./json-body.ts";
+import { checkNetworkBounds, limitConnections, serverTimeouts } from "./network-bounds.ts";
 
 export interface TlsMaterial {
   key: string;
@@ -34,8 +39,20 @@ export const LOG_REDACT_PATHS = [
   "*.jwt", "*.token", "*.enrollment_token", "*.hmac_key", "*.key", "*.privateKey", "*.authorization",
 ];
 
+/** TLS 1.2: ECDHE with AEAD ciphers only (no CBC, no RSA key exchange). TLS 1.3 keeps OpenSSL's suites (all AEAD). */
+export const TLS12_CIPHERS = [
+  "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305",
+  "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-RSA-CHACHA20-POLY1305",
+].join(":");
+
+/** Also what a server certificate renewal swaps in (controller.ts), so the policy survives it. */
 export function tlsContextOptions(tls: TlsMaterial) {
-  return { key: tls.key, cert: tls.cert, ca: tls.ca, minVersion: "TLSv1.2" as const };
+  return {
+    key: tls.key, cert: tls.cert, ca: tls.ca, minVersion: "TLSv1.2" as const,
+    ciphers: TLS12_CIPHERS, honorCipherOrder: true,
+    // A client-initiated renegotiation is refused (Node would allow 3 per 10 minutes).
+    secureOptions: cryptoConstants.SSL_OP_NO_RENEGOTIATION,
+  };
 }
 
 const EXECUTOR_SCOPED = /^\/v1\/executors\/:id(\/|$)/;
@@ -48,15 +65,25 @@ function asArray<T>(h: T | T[] | undefined): T[] {
 
 /** Rejects a body that was not valid JSON — after the guards, so unauthenticated callers learn nothing. */
 async function rejectInvalidJson(request: FastifyRequest): Promise<void> {
-  if (request.jsonInvalid) throw new TetherError(400, ErrorCode.INVALID_REQUEST, "the request body is not valid JSON");
+  if (request.jsonInvalid) throw new TetherError(400, ErrorCode.INVALID_REQUEST, INVALID_JSON_MESSAGE);
 }
 
 export function buildServer(ctx: ControllerContext, tls: TlsMaterial, opts: { logLevel?: string } = {}): FastifyInstance {
+  const bounds = ctx.config;
+  checkNetworkBounds(bounds);
   const app = Fastify({
-    https: { ...tlsContextOptions(tls), requestCert: true, rejectUnauthorized: false },
+    https: {
+      ...tlsContextOptions(tls), requestCert: true, rejectUnauthorized: false,
+      ...serverTimeouts(bounds), maxHeaderSize: MAX_HEADER_BYTES,
+      // Node's own bare 400 for a missing Host would bypass the error shape; no route depends on Host.
+      requireHostHeader: false,
+    },
     bodyLimit: MAX_EXECUTOR_BODY_BYTES,
     keepAliveTimeout: 75_000,
-    requestTimeout: 120_000,
+    requestTimeout: bounds.requestTimeoutMs,
+    clientErrorHandler: answerClientError,
+    frameworkErrors: answerFrameworkError,
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     // Per-request logs at heartbeat rates are noise; errors are still logged.
     logController: new LogController({ disableRequestLogging: true }),
     // Logs go to stderr: stdout is reserved for what a command prints (secrets, JSON).
@@ -65,8 +92,13 @@ export function buildServer(ctx: ControllerContext, tls: TlsMaterial, opts: { lo
       pino.destination({ fd: 2, sync: true }),
     ),
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
-    return503OnClosing: true,
+    // fastify's own 503 while closing has another shape; the onRequest hook below answers instead.
+    return503OnClosing: false,
   });
+  const server = app.server as unknown as HttpsServer;
+  limitConnections(server, bounds, app.log);
+  server.on("checkExpectation", answerUnknownExpectation);
+  server.on("connect", answerConnect);
 
   // What the parser and the guards attach to a request, declared up front so every request has one shape.
   app.decorateRequest("rawBody", undefined);
@@ -76,16 +108,14 @@ export function buildServer(ctx: ControllerContext, tls: TlsMaterial, opts: { lo
 
   // Bodies are kept raw for the HMAC and parsed here; a parse failure is reported after the guards.
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser("*", { parseAs: "buffer" }, (request, body, done) => {
-    const raw = body as Buffer;
-    request.rawBody = raw;
-    if (raw.length === 0) return done(null, undefined);
-    try {
-      done(null, JSON.parse(raw.toString("utf8")));
-    } catch {
-      request.jsonInvalid = true;
-      done(null, undefined);
-    }
+  app.addContentTypeParser("*", { parseAs: "buffer" }, parseJsonBody);
+
+  let closing = false;
+  app.addHook("preClose", async () => {
+    closing = true;
+  });
+  app.addHook("onRequest", async () => {
+    if (closing) throw new TetherError(503, ErrorCode.UNAVAILABLE, "the controller is shutting down", { headers: { "retry-after": "1", connection: "close" } });
   });
 
   const guards: Record<Guard, { phase: "onRequest" | "preValidation"; hook: (r: FastifyRequest) => Promise<void> }> = {
@@ -103,6 +133,7 @@ export function buildServer(ctx: ControllerContext, tls: TlsMaterial, opts: { lo
     if (decl.plane !== "operator" && OPERATOR_SCOPED.test(route.url)) throw new Error(`route ${name} is under /api but not on the operator plane`);
     if (decl.plane !== "operator" && decl.capability !== undefined) throw new Error(`route ${name} declares a capability but is not on the operator plane`);
     if (decl.plane === "executor") {
+      if (route.url === paths.register) route.bodyLimit ??= bounds.registerBodyLimitBytes;
       const chain = decl.guards ?? [];
       if (EXECUTOR_SCOPED.test(route.url) && (!chain.includes("mtls") || !chain.includes("hmac"))) {
         throw new Error(`executor route ${name} must declare its guard chain (mtls and hmac at least)`);
@@ -136,7 +167,9 @@ export function buildServer(ctx: ControllerContext, tls: TlsMaterial, opts: { lo
       return reply.code(400).send({ error: { code: ErrorCode.INVALID_REQUEST, message: e.message ?? "invalid request" } });
     }
     if (e.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
-      return reply.code(413).send({ error: { code: ErrorCode.PAYLOAD_TOO_LARGE, message: `the body exceeds ${MAX_EXECUTOR_BODY_BYTES} bytes` } });
+      // Closed after the answer: the rest of the body is not worth reading.
+      const limit = request.routeOptions.bodyLimit ?? MAX_EXECUTOR_BODY_BYTES;
+      return reply.code(413).header("connection", "close").send({ error: { code: ErrorCode.PAYLOAD_TOO_LARGE, message: `the body exceeds ${limit} bytes` } });
     }
     if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) {
       return reply.code(e.statusCode).send({ error: { code: ErrorCode.INVALID_REQUEST, message: e.message ?? "invalid request" } });
