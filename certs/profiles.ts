@@ -1,5 +1,5 @@
 /** Certificate profiles: the executor client certificate (PROTOCOL §2) and the controller's server certificate. */
-import { KeyObject, sign as nodeSign, webcrypto } from "node:crypto";
+import { createPublicKey, KeyObject, sign as nodeSign, webcrypto } from "node:crypto";
 import { isIP } from "node:net";
 import { executorSpiffeId } from "../shared/protocol.ts";
 import { certThumbprint, type CertThumbprint } from "../shared/fingerprint.ts";
@@ -74,9 +74,16 @@ const syncSigner = {
   },
 } as unknown as Crypto;
 
-/** SPKI DER of a WebCrypto public key, without a thread-pool round trip. */
+/**
+ * SPKI DER of a WebCrypto public key, without a thread-pool round trip. An EC point is
+ * always written uncompressed, whatever form the CSR used: RFC 5480 lets a CSR carry a
+ * compressed point, but many TLS stacks and verifiers accept only the uncompressed one.
+ */
 function spkiOf(publicKey: CryptoKey): Uint8Array<ArrayBuffer> {
-  const der = KeyObject.from(publicKey as webcrypto.CryptoKey).export({ type: "spki", format: "der" });
+  let key = KeyObject.from(publicKey as webcrypto.CryptoKey);
+  // A key read from JWK coordinates has no remembered point form: OpenSSL writes it uncompressed.
+  if (key.asymmetricKeyType === "ec") key = createPublicKey({ key: key.export({ format: "jwk" }), format: "jwk" });
+  const der = key.export({ type: "spki", format: "der" });
   return new Uint8Array(der.buffer.slice(der.byteOffset, der.byteOffset + der.byteLength) as ArrayBuffer);
 }
 

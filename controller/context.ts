@@ -42,7 +42,9 @@ export async function openControllerContext(
   opts: { create: boolean; actor: string; onAuditError?: (e: unknown) => void; storeBackground?: StoreBackground },
 ): Promise<ControllerContext & { caCreated: boolean }> {
   // First: with create false and no state yet it refuses before anything is written.
-  const backend = await openStore({ dataDir: config.dataDir, create: opts.create, background: opts.storeBackground });
+  const backend = await openStore({
+    dataDir: config.dataDir, create: opts.create, busyTimeoutMs: config.storeBusyTimeoutMs, background: opts.storeBackground,
+  });
   const { store } = backend;
   let ca: Ca, created: boolean, jwtKey: JwtSigningKey;
   try {
@@ -53,7 +55,12 @@ export async function openControllerContext(
     await backend.close();
     throw e;
   }
-  const audit = new FileAudit(config.dataDir, opts.actor, opts.onAuditError);
+  // Only the running controller (the one with background duties) rotates the audit log; CLI commands append and follow it (audit.ts).
+  const audit = new FileAudit(config.dataDir, opts.actor, {
+    onError: opts.onAuditError,
+    rotation: opts.storeBackground ? { maxBytes: config.auditMaxBytes, maxFiles: config.auditMaxFiles } : undefined,
+    aggregation: { windowMs: config.auditWindowMs, maxKinds: config.auditMaxKinds },
+  });
   const jwt = new ExecutorJwt(jwtKey, config.trustDomain, config.jwtTtlSeconds);
   const caCerts = [new X509Certificate(ca.certPem)];
   // Dispatch is the executor lifecycle's lease ledger: heartbeats, epoch changes and revocations reach it.

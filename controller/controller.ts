@@ -32,6 +32,7 @@ export async function startController(config: ControllerConfig): Promise<Running
       if (app) app.log.error({ message }, "background WAL checkpoint failed");
       else process.stderr.write(`background WAL checkpoint failed: ${message}\n`);
     },
+    onOutage: (message: string) => app?.log.error({ message }, "store unavailable: answering 503 UNAVAILABLE"),
   };
   const ctx = await openControllerContext(config, { create: true, actor: "controller", storeBackground });
   let creds: ServerCredentials;

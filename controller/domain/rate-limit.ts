@@ -1,4 +1,6 @@
-/** A token bucket per key (the source address for /register). */
+/** A token bucket per source (source-address.ts: an IPv4 address or an IPv6 /64), for /register. */
+import { sourceKey } from "./source-address.ts";
+
 export class RateLimiter {
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
 
@@ -8,7 +10,8 @@ export class RateLimiter {
   ) {}
 
   /** 0 when allowed; otherwise the seconds to wait before trying again. */
-  take(key: string, nowMs = Date.now()): number {
+  take(address: string, nowMs = Date.now()): number {
+    const key = sourceKey(address);
     let b = this.buckets.get(key);
     if (!b) {
       if (this.buckets.size > 100_000) this.sweep(nowMs);

@@ -1,8 +1,9 @@
-/** Public routes (PROTOCOL §4): trust bundle, JWKS, health. */
+/** Public routes (PROTOCOL §4): trust bundle, JWKS, health and readiness. */
 import type { FastifyInstance } from "fastify";
 import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import { publicRouteSchemas as schemas } from "../../shared/wire/public.ts";
 import type { ControllerContext } from "../context.ts";
+import { storeUnavailable } from "../store/unavailable.ts";
 
 export async function publicRoutes(scope: FastifyInstance, ctx: ControllerContext): Promise<void> {
   const app = scope.withTypeProvider<TypeBoxTypeProvider>();
@@ -12,4 +13,13 @@ export async function publicRoutes(scope: FastifyInstance, ctx: ControllerContex
   );
   app.get("/.well-known/jwks.json", { config, schema: schemas.jwks }, async () => ({ keys: [ctx.jwtKey.publicJwk] }));
   app.get("/healthz", { config, schema: schemas.healthz }, async () => ({ status: "ok" }));
+  // Ready while the store answers: it can be read and its write lock taken. Anything else is 503 UNAVAILABLE.
+  app.get("/readyz", { config, schema: schemas.healthz }, async () => {
+    try {
+      await ctx.store.ping();
+    } catch (e) {
+      throw storeUnavailable(e);
+    }
+    return { status: "ready" };
+  });
 }

@@ -13,6 +13,7 @@ import type {
   NewExecutor,
   Store,
 } from "./types.ts";
+import type { CertThumbprint } from "../../shared/fingerprint.ts";
 
 export class HmacKeyCache implements Store {
   private readonly keys = new Map<string, Buffer>();
@@ -44,11 +45,13 @@ export class HmacKeyCache implements Store {
   getExecutorAuth(id: string) { return this.inner.getExecutorAuth(id); }
   listExecutors() { return this.inner.listExecutors(); }
   rotateCertificate(id: string, rotation: CertRotation) { return this.inner.rotateCertificate(id, rotation); }
+  confirmCertificate(id: string, fingerprint: CertThumbprint) { return this.inner.confirmCertificate(id, fingerprint); }
   bumpEpoch(id: string) { return this.inner.bumpEpoch(id); }
   recordHeartbeat(id: string, status: ExecutorRunStatus, now: number) { return this.inner.recordHeartbeat(id, status, now); }
   revokeExecutor(id: string, now: number) { return this.inner.revokeExecutor(id, now); }
   setDrain(id: string, drain: boolean) { return this.inner.setDrain(id, drain); }
   rememberNonce(executorId: string, nonce: string, expiresAt: number) { return this.inner.rememberNonce(executorId, nonce, expiresAt); }
   pruneNonces(now: number) { return this.inner.pruneNonces(now); }
+  ping() { return this.inner.ping(); }
   close() { return this.inner.close(); }
 }

@@ -7,11 +7,18 @@ import { openSqliteStore } from "./sqlite/open.ts";
 import type { TaskStore } from "./task-types.ts";
 import type { Store } from "./types.ts";
 
+/** How long an operation waits for another connection's lock before the store is unavailable (503). */
+export { DEFAULT_BUSY_TIMEOUT_MS } from "./sqlite/sqlite-store.ts";
+
 /** Work a long-running controller wants from its store, never a short CLI command. */
 export interface StoreBackground {
   /** How often the WAL is checkpointed off the event loop (SQLite). */
   checkpointIntervalMs: number;
+  /** After this long without writes the WAL is truncated to zero bytes (SQLite; default 30 s). */
+  truncateWhenIdleMs?: number;
   onError: (message: string) => void;
+  /** The store failed a request (it answered 503 UNAVAILABLE); reported at most every 10 s. */
+  onOutage?: (message: string) => void;
 }
 
 export interface StoreConfig {
@@ -21,6 +28,8 @@ export interface StoreConfig {
   url?: string;
   /** false: refuse when there is no state yet, and create nothing. */
   create: boolean;
+  /** Default DEFAULT_BUSY_TIMEOUT_MS. */
+  busyTimeoutMs?: number;
   /** Start the background duties (the running controller asks; the CLI does not). */
   background?: StoreBackground;
 }

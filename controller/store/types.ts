@@ -3,6 +3,8 @@
  * replay store) can drop in behind it without touching the domain layer.
  * Times are unix milliseconds.
  */
+import type { CertThumbprint } from "../../shared/fingerprint.ts";
+
 export type ExecutorRunStatus = "ready" | "draining";
 
 export interface ExecutorRecord {
@@ -13,10 +15,10 @@ export interface ExecutorRecord {
   epoch: number;
   /** Last status the executor reported. Liveness (suspect/offline) is derived from lastSeenAt. */
   status: ExecutorRunStatus;
-  certFingerprint: string;
+  certFingerprint: CertThumbprint;
   certIssuedAt: number;
   certExpiresAt: number;
-  prevCertFingerprint: string | null;
+  prevCertFingerprint: CertThumbprint | null;
   prevCertGraceUntil: number | null;
   createdAt: number;
   lastSeenAt: number | null;
@@ -29,13 +31,19 @@ export interface ExecutorRecord {
 export interface ExecutorAuthState {
   id: string;
   epoch: number;
-  certFingerprint: string;
-  prevCertFingerprint: string | null;
+  certFingerprint: CertThumbprint;
+  prevCertFingerprint: CertThumbprint | null;
   prevCertGraceUntil: number | null;
   certIssuedAt: number;
   certExpiresAt: number;
   drain: boolean;
   revoked: boolean;
+  /**
+   * Whether a request has been made with the current certificate since it was issued.
+   * Until then the previous one (in its grace window) may still rotate credentials: the
+   * daemon that asked may have crashed before it received the new certificate.
+   */
+  certConfirmed: boolean;
 }
 
 export interface EnrollmentTokenRecord {
@@ -74,7 +82,7 @@ export interface NewExecutor {
   name: string;
   labels: Record<string, string>;
   capacity: number;
-  certFingerprint: string;
+  certFingerprint: CertThumbprint;
   certIssuedAt: number;
   certExpiresAt: number;
   hmacKey: Buffer;
@@ -82,7 +90,7 @@ export interface NewExecutor {
 }
 
 export interface CertRotation {
-  certFingerprint: string;
+  certFingerprint: CertThumbprint;
   certIssuedAt: number;
   certExpiresAt: number;
   /** The old certificate stays accepted until then. */
@@ -128,12 +136,21 @@ export interface Store extends ReplayStore {
   getExecutorAuth(id: string): Promise<ExecutorAuthState | undefined>;
   listExecutors(): Promise<ExecutorRecord[]>;
   getHmacKey(id: string): Promise<Buffer | undefined>;
+  /** The new certificate becomes current (unconfirmed); the old one is remembered for the grace window. */
   rotateCertificate(id: string, rotation: CertRotation): Promise<void>;
+  /** A request was made with the current certificate `fingerprint` (a no-op once it is not current). */
+  confirmCertificate(id: string, fingerprint: CertThumbprint): Promise<void>;
   /** epoch + 1; returns the new epoch. */
   bumpEpoch(id: string): Promise<number>;
   recordHeartbeat(id: string, status: ExecutorRunStatus, now: number): Promise<void>;
   revokeExecutor(id: string, now: number): Promise<boolean>;
   setDrain(id: string, drain: boolean): Promise<boolean>;
+
+  /**
+   * Resolves when the store answers (GET /readyz): it can be read and would accept a
+   * write now. A store that cannot rejects with 503 UNAVAILABLE (store/unavailable.ts).
+   */
+  ping(): Promise<void>;
 
   close(): Promise<void>;
 }

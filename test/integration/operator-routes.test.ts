@@ -21,7 +21,7 @@ import { executorCall, HEARTBEAT, register, WireClient, type Enrolled, type Resp
 import { tether } from "../support/process.ts";
 
 const UNAUTHENTICATED = '{"error":{"code":"UNAUTHENTICATED","message":"auth failure"}}';
-const PUBLIC_ROUTES = new Set(["/v1/ca/bundle.pem", "/.well-known/jwks.json", "/healthz"]);
+const PUBLIC_ROUTES = new Set(["/v1/ca/bundle.pem", "/.well-known/jwks.json", "/healthz", "/readyz"]);
 
 interface CollectedRoute {
   method: string;

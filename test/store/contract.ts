@@ -11,6 +11,9 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { StoreHandle } from "../../controller/store/open-store.ts";
 import type { LeaseRequest, NewTask, TaskStore } from "../../controller/store/task-types.ts";
 import type { ApiTokenRecord, Store } from "../../controller/store/types.ts";
+import type { CertThumbprint } from "../../shared/fingerprint.ts";
+/** Stores keep certificate thumbprints opaque; short stand-ins keep these tests readable. */
+const tp = (s: string) => s as CertThumbprint;
 
 export interface ContractBackend {
   /** Opens one more handle on this backend's data. */
@@ -84,7 +87,7 @@ export function storeContract(name: string, freshBackend: () => Promise<Contract
         expect(await enroll(a.store, hash, "ex_one", { labels: { os: "linux" }, capacity: 3, hmacKey: key })).toEqual({ ok: true, tokenId: "enr_one" });
         expect(await a.store.getExecutor("ex_one")).toMatchObject({
           id: "ex_one", labels: { os: "linux" }, capacity: 3, epoch: 1, status: "ready", lastSeenAt: T0, revokedAt: null,
-          drain: false, enrollmentTokenId: "enr_one", certFingerprint: "fp-ex_one", prevCertFingerprint: null,
+          drain: false, enrollmentTokenId: "enr_one", certFingerprint: tp("fp-ex_one"), prevCertFingerprint: null,
         });
         expect(await a.store.getHmacKey("ex_one")).toEqual(key);
         expect(await (await another()).store.getHmacKey("ex_one")).toEqual(key);
@@ -137,13 +140,24 @@ export function storeContract(name: string, freshBackend: () => Promise<Contract
 
       it("certificate rotation keeps the previous certificate with its grace deadline", async () => {
         await executor(a.store, "ex_c");
-        await a.store.rotateCertificate("ex_c", { certFingerprint: "fp2", certIssuedAt: T0 + 1, certExpiresAt: T0 + 2, prevCertGraceUntil: T0 + 5 * MIN });
+        await a.store.rotateCertificate("ex_c", { certFingerprint: tp("fp2"), certIssuedAt: T0 + 1, certExpiresAt: T0 + 2, prevCertGraceUntil: T0 + 5 * MIN });
         expect(await a.store.getExecutorAuth("ex_c")).toEqual({
-          id: "ex_c", epoch: 1, certFingerprint: "fp2", prevCertFingerprint: "fp-ex_c", prevCertGraceUntil: T0 + 5 * MIN,
-          certIssuedAt: T0 + 1, certExpiresAt: T0 + 2, drain: false, revoked: false,
+          id: "ex_c", epoch: 1, certFingerprint: tp("fp2"), prevCertFingerprint: "fp-ex_c", prevCertGraceUntil: T0 + 5 * MIN,
+          certIssuedAt: T0 + 1, certExpiresAt: T0 + 2, drain: false, revoked: false, certConfirmed: false,
         });
-        await a.store.rotateCertificate("ex_c", { certFingerprint: "fp3", certIssuedAt: T0 + 3, certExpiresAt: T0 + 4, prevCertGraceUntil: T0 + 9 * MIN });
-        expect(await a.store.getExecutorAuth("ex_c")).toMatchObject({ certFingerprint: "fp3", prevCertFingerprint: "fp2", prevCertGraceUntil: T0 + 9 * MIN });
+        await a.store.rotateCertificate("ex_c", { certFingerprint: tp("fp3"), certIssuedAt: T0 + 3, certExpiresAt: T0 + 4, prevCertGraceUntil: T0 + 9 * MIN });
+        expect(await a.store.getExecutorAuth("ex_c")).toMatchObject({ certFingerprint: tp("fp3"), prevCertFingerprint: "fp2", prevCertGraceUntil: T0 + 9 * MIN });
+      });
+
+      it("a rotated certificate is unconfirmed until a request is made with it; confirming an old one changes nothing", async () => {
+        await executor(a.store, "ex_k");
+        expect((await a.store.getExecutorAuth("ex_k"))?.certConfirmed).toBe(true);
+        await a.store.rotateCertificate("ex_k", { certFingerprint: tp("k2"), certIssuedAt: T0 + 1, certExpiresAt: T0 + 2, prevCertGraceUntil: T0 + MIN });
+        expect((await a.store.getExecutorAuth("ex_k"))?.certConfirmed).toBe(false);
+        await a.store.confirmCertificate("ex_k", tp("fp-ex_k"));
+        expect((await a.store.getExecutorAuth("ex_k"))?.certConfirmed).toBe(false);
+        await a.store.confirmCertificate("ex_k", tp("k2"));
+        expect((await (await another()).store.getExecutorAuth("ex_k"))?.certConfirmed).toBe(true);
       });
 
       it("revocation happens once and shows in the auth state of every handle", async () => {
@@ -401,7 +415,7 @@ async function token(store: Store, o: { id?: string; maxUses?: number; expiresAt
 
 function enroll(store: Store, tokenHash: string, id: string, o: { labels?: Record<string, string>; capacity?: number; hmacKey?: Buffer } = {}) {
   return store.enrollExecutor(tokenHash, {
-    id, name: id, labels: o.labels ?? {}, capacity: o.capacity ?? 1, certFingerprint: `fp-${id}`, certIssuedAt: T0,
+    id, name: id, labels: o.labels ?? {}, capacity: o.capacity ?? 1, certFingerprint: tp(`fp-${id}`), certIssuedAt: T0,
     certExpiresAt: T0 + 24 * 60 * MIN, hmacKey: o.hmacKey ?? Buffer.alloc(32, 1), now: T0,
   });
 }

@@ -6,6 +6,9 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { HmacKeyCache } from "../../controller/store/hmac-key-cache.ts";
 import { KeyEncryptor } from "../../controller/store/key-encryption.ts";
 import { SqliteStore } from "../../controller/store/sqlite/sqlite-store.ts";
+import type { CertThumbprint } from "../../shared/fingerprint.ts";
+/** Stores keep certificate thumbprints opaque; short stand-ins keep these tests readable. */
+const tp = (s: string) => s as CertThumbprint;
 
 describe("HmacKeyCache", () => {
   let dir: string;
@@ -25,7 +28,7 @@ describe("HmacKeyCache", () => {
     await inner.insertEnrollmentToken({ id: "enr", tokenHash: "h", createdAt: 0, expiresAt: Date.now() + 60_000, maxUses: 2, uses: 0, revokedAt: null, labels: {} });
     const cached = new HmacKeyCache(inner);
     // Writes go through the wrapper to the store.
-    expect(await cached.enrollExecutor("h", { id: "ex_1", name: "one", labels: {}, capacity: 1, certFingerprint: "fp", certIssuedAt: 0, certExpiresAt: 1, hmacKey: key, now: Date.now() })).toMatchObject({ ok: true });
+    expect(await cached.enrollExecutor("h", { id: "ex_1", name: "one", labels: {}, capacity: 1, certFingerprint: tp("fp"), certIssuedAt: 0, certExpiresAt: 1, hmacKey: key, now: Date.now() })).toMatchObject({ ok: true });
     const reads = vi.spyOn(inner, "getHmacKey");
     expect(await cached.getHmacKey("ex_1")).toEqual(key);
     expect(await cached.getHmacKey("ex_1")).toEqual(key);

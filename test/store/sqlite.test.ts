@@ -13,6 +13,9 @@ import { DB_FILE } from "../../controller/store/sqlite/sqlite-store.ts";
 import { ELIGIBLE_EXECUTOR_SQL, LEASE_CANDIDATES_SQL } from "../../controller/store/sqlite/dispatch.ts";
 import { migrate, migrations } from "../../controller/store/sqlite/migrations.ts";
 import { storeContract, T0 } from "./contract.ts";
+import type { CertThumbprint } from "../../shared/fingerprint.ts";
+/** Stores keep certificate thumbprints opaque; short stand-ins keep these tests readable. */
+const tp = (s: string) => s as CertThumbprint;
 
 
 storeContract("sqlite", async () => {
@@ -42,7 +45,7 @@ describe("sqlite store", () => {
   async function executor(id: string, labels: Record<string, string>): Promise<void> {
     await h.store.insertEnrollmentToken({ id: `enr_${id}`, tokenHash: `h_${id}`, createdAt: T0, expiresAt: T0 + 3_600_000, maxUses: 1, uses: 0, revokedAt: null, labels: {} });
     const r = await h.store.enrollExecutor(`h_${id}`, {
-      id, name: id, labels, capacity: 64, certFingerprint: "fp", certIssuedAt: T0, certExpiresAt: T0 + 1, hmacKey: Buffer.alloc(32, 5), now: T0,
+      id, name: id, labels, capacity: 64, certFingerprint: tp("fp"), certIssuedAt: T0, certExpiresAt: T0 + 1, hmacKey: Buffer.alloc(32, 5), now: T0,
     });
     expect(r.ok).toBe(true);
   }
@@ -134,7 +137,7 @@ describe("sqlite store", () => {
         return new Database(join(old, DB_FILE));
       });
       // Rebuild it as it was before migration 4.
-      v3.exec(`DROP TABLE tasks; DROP TABLE task_selector_pairs; DELETE FROM schema_migrations WHERE version >= 3`);
+      v3.exec(`DROP TABLE tasks; DROP TABLE task_selector_pairs; DELETE FROM schema_migrations WHERE version IN (3, 4)`); // later migrations (5: executors) stay applied
       migrate(v3, migrations.slice(0, 3));
       const insert = v3.prepare(`INSERT INTO tasks (id, kind, payload, selector, timeout_s, max_attempts, status, created_at, updated_at)
                                  VALUES (?, 'noop', 'null', ?, 60, 3, ?, 0, 0)`);
@@ -152,7 +155,7 @@ describe("sqlite store", () => {
         expect(db.prepare(`SELECT task_id FROM task_selector_pairs ORDER BY task_id`).pluck().all()).toEqual(["t_pool", "t_wrong"]);
         db.close();
         await upgraded.store.insertEnrollmentToken({ id: "enr", tokenHash: "h", createdAt: T0, expiresAt: T0 + 1, maxUses: 1, uses: 0, revokedAt: null, labels: {} });
-        await upgraded.store.enrollExecutor("h", { id: "ex_u", name: "u", labels: { pool: "p" }, capacity: 8, certFingerprint: "fp", certIssuedAt: T0, certExpiresAt: T0, hmacKey: Buffer.alloc(32), now: T0 });
+        await upgraded.store.enrollExecutor("h", { id: "ex_u", name: "u", labels: { pool: "p" }, capacity: 8, certFingerprint: tp("fp"), certIssuedAt: T0, certExpiresAt: T0, hmacKey: Buffer.alloc(32), now: T0 });
         const got = await upgraded.tasks.leaseTasks({ executorId: "ex_u", epoch: 1, max: 8, aliveSince: T0, leaseExpiresAt: T0, now: T0, newLeaseId: () => `l_${Math.random()}` });
         expect(got.map((t) => t.id)).toEqual(["t_pool", "t_plain"]);
       } finally {
@@ -175,7 +178,7 @@ describe("sqlite store", () => {
   it("HMAC keys are stored encrypted: neither the database nor its WAL holds the key", async () => {
     const key = Buffer.from("0123456789abcdef0123456789abcdef");
     await h.store.insertEnrollmentToken({ id: "enr_k", tokenHash: "hk", createdAt: T0, expiresAt: T0 + 1, maxUses: 1, uses: 0, revokedAt: null, labels: {} });
-    await h.store.enrollExecutor("hk", { id: "ex_k", name: "k", labels: {}, capacity: 1, certFingerprint: "fp", certIssuedAt: T0, certExpiresAt: T0, hmacKey: key, now: T0 });
+    await h.store.enrollExecutor("hk", { id: "ex_k", name: "k", labels: {}, capacity: 1, certFingerprint: tp("fp"), certIssuedAt: T0, certExpiresAt: T0, hmacKey: key, now: T0 });
     for (const f of [DB_FILE, `${DB_FILE}-wal`]) {
       const path = join(dir, f);
       if (existsSync(path)) expect(readFileSync(path).includes(key), f).toBe(false);

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import {
-  checkBearerShape, checkEpoch, checkExecutorCertificate, checkPresentedCertificate, checkSignatureHeaders, checkTimestamp,
+  checkBearerShape, checkEpoch, checkExecutorCertificate, checkMayRotate, checkPresentedCertificate, checkSignatureHeaders, checkTimestamp,
   validateExecutorClaims, type ExecutorClaims,
 } from "../../controller/domain/executor-auth.ts";
 import type { ExecutorAuthState } from "../../controller/store/types.ts";
@@ -19,7 +19,7 @@ const PREVIOUS = tp("previous");
 function authState(over: Partial<ExecutorAuthState> = {}): ExecutorAuthState {
   return {
     id: "ex_a", epoch: 3, certFingerprint: CURRENT, prevCertFingerprint: PREVIOUS, prevCertGraceUntil: NOW + 60_000,
-    certIssuedAt: NOW - 3_600_000, certExpiresAt: NOW + 3_600_000, drain: false, revoked: false, ...over,
+    certIssuedAt: NOW - 3_600_000, certExpiresAt: NOW + 3_600_000, drain: false, revoked: false, certConfirmed: true, ...over,
   };
 }
 
@@ -40,7 +40,7 @@ describe("mTLS rules", () => {
 
   it("accepts the executor's current certificate and returns its state", () => {
     const auth = authState();
-    expect(checkExecutorCertificate(auth, CURRENT, NOW)).toEqual({ ok: true, auth });
+    expect(checkExecutorCertificate(auth, CURRENT, NOW)).toEqual({ ok: true, auth, previous: false });
   });
 
   it("refuses an unknown executor as CERT_REQUIRED", () => {
@@ -52,9 +52,16 @@ describe("mTLS rules", () => {
   });
 
   it("accepts the previous certificate only inside the grace window", () => {
-    expect(checkExecutorCertificate(authState({ prevCertGraceUntil: NOW + 1 }), PREVIOUS, NOW).ok).toBe(true);
+    expect(checkExecutorCertificate(authState({ prevCertGraceUntil: NOW + 1 }), PREVIOUS, NOW)).toMatchObject({ ok: true, previous: true });
     expect(checkExecutorCertificate(authState({ prevCertGraceUntil: NOW }), PREVIOUS, NOW)).toMatchObject({ ok: false, code: "CERT_REQUIRED" });
     expect(checkExecutorCertificate(authState({ prevCertGraceUntil: null }), PREVIOUS, NOW)).toMatchObject({ ok: false, code: "CERT_REQUIRED" });
+  });
+
+  it("lets only the current certificate rotate credentials, unless the current one was never used", () => {
+    expect(checkMayRotate({ auth: { certConfirmed: true }, viaPrevious: false })).toEqual({ ok: true });
+    expect(checkMayRotate({ auth: { certConfirmed: false }, viaPrevious: false })).toEqual({ ok: true });
+    expect(checkMayRotate({ auth: { certConfirmed: false }, viaPrevious: true })).toEqual({ ok: true });
+    expect(checkMayRotate({ auth: { certConfirmed: true }, viaPrevious: true })).toMatchObject({ ok: false, code: "CERT_REQUIRED" });
   });
 
   it("refuses any other certificate of a trusted CA as CERT_REQUIRED", () => {

@@ -45,8 +45,11 @@ function presentsClientCert(request: FastifyRequest): boolean {
 export function requireApiToken(deps: ApiTokenDeps, capability: Capability) {
   return async function apiTokenGuard(request: FastifyRequest): Promise<void> {
     const where = { source: request.ip, method: request.method, path: request.routeOptions.url };
+    // Anyone can fail here: aggregated per source, reason and token (controller/domain/audit-aggregate.ts).
     const fail = (reason: AuthFailure | "client_certificate", tokenId?: string) => {
-      deps.audit.event("operator.auth_failed", { reason, ...(tokenId ? { token_id: tokenId } : {}), ...where });
+      deps.audit.rejected("operator.auth_failed", { source: request.ip, reason, ...(tokenId ? { token_id: tokenId } : {}) }, {
+        method: request.method, path: request.routeOptions.url,
+      });
       return unauthenticated();
     };
     if (presentsClientCert(request)) throw fail("client_certificate");

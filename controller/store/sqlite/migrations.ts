@@ -140,6 +140,14 @@ export const migrations: Migration[] = [
       END;
     `,
   },
+  {
+    version: 5,
+    name: "whether the current certificate has been used",
+    // Until a request is made with a rotated certificate, the previous one may still rotate
+    // credentials (a daemon that crashed before receiving the new one recovers); after, only
+    // the current one may (PROTOCOL §7.4, docs/protocol.md). Existing rows count as used.
+    sql: `ALTER TABLE executors ADD COLUMN cert_confirmed INTEGER NOT NULL DEFAULT 1;`,
+  },
 ];
 
 /**

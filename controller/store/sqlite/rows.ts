@@ -1,4 +1,5 @@
 /** Rows of the controller's tables as SQLite returns them, and their mapping to store records. */
+import type { CertThumbprint } from "../../../shared/fingerprint.ts";
 import type {
   ApiTokenRecord,
   ApiTokenRole,
@@ -12,13 +13,14 @@ import type {
 // Column types that CHECK constraints or the store's own writes guarantee are typed as such.
 export interface ExecutorRow {
   id: string; name: string; labels: string; capacity: number; epoch: number; status: ExecutorRunStatus;
-  cert_fp: string; cert_issued_at: number; cert_expires_at: number; prev_cert_fp: string | null;
+  cert_fp: CertThumbprint; cert_issued_at: number; cert_expires_at: number; prev_cert_fp: CertThumbprint | null;
   prev_cert_grace_until: number | null; created_at: number; last_seen_at: number | null;
-  revoked_at: number | null; drain: number; enrollment_token_id: string | null;
+  revoked_at: number | null; drain: number; enrollment_token_id: string | null; cert_confirmed: number;
 }
 export type ExecutorAuthRow = Pick<
   ExecutorRow,
-  "id" | "epoch" | "cert_fp" | "prev_cert_fp" | "prev_cert_grace_until" | "cert_issued_at" | "cert_expires_at" | "drain" | "revoked_at"
+  | "id" | "epoch" | "cert_fp" | "prev_cert_fp" | "prev_cert_grace_until" | "cert_issued_at" | "cert_expires_at" | "drain"
+  | "revoked_at" | "cert_confirmed"
 >;
 export interface TokenRow {
   id: string; token_hash: string; created_at: number; expires_at: number; max_uses: number;
@@ -51,7 +53,7 @@ export function toExecutorAuth(r: ExecutorAuthRow): ExecutorAuthState {
   return {
     id: r.id, epoch: r.epoch, certFingerprint: r.cert_fp, prevCertFingerprint: r.prev_cert_fp,
     prevCertGraceUntil: r.prev_cert_grace_until, certIssuedAt: r.cert_issued_at, certExpiresAt: r.cert_expires_at,
-    drain: r.drain === 1, revoked: r.revoked_at !== null,
+    drain: r.drain === 1, revoked: r.revoked_at !== null, certConfirmed: r.cert_confirmed === 1,
   };
 }
 

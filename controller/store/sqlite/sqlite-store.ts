@@ -19,6 +19,7 @@ import type {
   Store,
   TokenDenyReason,
 } from "../types.ts";
+import type { CertThumbprint } from "../../../shared/fingerprint.ts";
 
 /** The database file in a controller's data dir. */
 export const DB_FILE = "tether.db";
@@ -26,11 +27,18 @@ export const DB_FILE = "tether.db";
 type EnrollResult = { ok: true; tokenId: string } | { ok: false; reason: TokenDenyReason };
 type TokenCheck = { ok: true; token: EnrollmentTokenRecord } | { ok: false; reason: TokenDenyReason };
 
-export function openDatabase(path: string): Database.Database {
+/** How long a statement waits for another connection's lock (SQLITE_BUSY after it: 503 UNAVAILABLE). */
+export const DEFAULT_BUSY_TIMEOUT_MS = 5000;
+/** A checkpoint that empties the WAL truncates the file back to this (it never shrinks by itself). */
+export const WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024;
+
+export function openDatabase(path: string, busyTimeoutMs = DEFAULT_BUSY_TIMEOUT_MS): Database.Database {
   const db = new Database(path);
   db.pragma("journal_mode = WAL");
+  // Durable against a crash of the process; on power loss the last commits may be lost (docs/security.md).
   db.pragma("synchronous = NORMAL");
-  db.pragma("busy_timeout = 5000");
+  db.pragma(`busy_timeout = ${Math.max(0, Math.floor(busyTimeoutMs))}`);
+  db.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT_BYTES}`);
   db.pragma("foreign_keys = ON");
   migrate(db);
   return db;
@@ -43,8 +51,8 @@ export class SqliteStore implements Store {
   /** Hot-path writes (nonce, last seen) wait here for the next group commit. */
   private readonly group: GroupCommit;
 
-  constructor(path: string, keys: KeyEncryptor) {
-    this.db = openDatabase(path);
+  constructor(path: string, keys: KeyEncryptor, busyTimeoutMs?: number) {
+    this.db = openDatabase(path, busyTimeoutMs);
     this.keys = keys;
     this.s = prepareStoreStatements(this.db);
     this.group = new GroupCommit(this.db);
@@ -57,7 +65,7 @@ export class SqliteStore implements Store {
     return this.s.listTokens.all().map(toToken);
   }
   async revokeEnrollmentToken(id: string, now: number): Promise<boolean> {
-    return this.s.revokeToken.run(now, id).changes === 1;
+    return this.durably(() => this.s.revokeToken.run(now, id).changes === 1);
   }
   async checkEnrollmentToken(tokenHash: string, now: number): Promise<TokenCheck> {
     const row = this.s.tokenByHash.get(tokenHash);
@@ -67,7 +75,7 @@ export class SqliteStore implements Store {
   }
   async enrollExecutor(tokenHash: string, e: NewExecutor): Promise<EnrollResult> {
     const hmacKeyEnc = this.keys.encrypt(e.hmacKey, `executor:${e.id}`);
-    return this.db.transaction((): EnrollResult => {
+    return this.durably(() => this.db.transaction((): EnrollResult => {
       const consumed = this.s.consumeToken.run(tokenHash, e.now).changes === 1;
       const token = this.s.tokenByHash.get(tokenHash);
       if (!consumed || !token) return { ok: false, reason: denyReason(token, e.now) ?? "used_up" };
@@ -77,16 +85,16 @@ export class SqliteStore implements Store {
         hmacKeyEnc, now: e.now, tokenId: token.id,
       });
       return { ok: true, tokenId: token.id };
-    }).immediate();
+    }).immediate());
   }
 
   async insertApiToken(t: ApiTokenRecord, opts: { onlyIfNoActiveAdmin?: boolean } = {}): Promise<boolean> {
     const row = { id: t.id, name: t.name, role: t.role, tokenHash: t.tokenHash, createdAt: t.createdAt, createdBy: t.createdBy, expiresAt: t.expiresAt };
-    return this.db.transaction(() => {
+    return this.durably(() => this.db.transaction(() => {
       if (opts.onlyIfNoActiveAdmin && this.s.activeAdmin.get(t.createdAt)) return false;
       this.s.insertApiToken.run(row);
       return true;
-    }).immediate();
+    }).immediate());
   }
   async getApiTokenByHash(tokenHash: string): Promise<ApiTokenRecord | undefined> {
     const r = this.s.apiTokenByHash.get(tokenHash);
@@ -100,7 +108,7 @@ export class SqliteStore implements Store {
     return this.s.listApiTokens.all().map(toApiToken);
   }
   async revokeApiToken(id: string, now: number): Promise<boolean> {
-    return this.s.revokeApiToken.run(now, id).changes === 1;
+    return this.durably(() => this.s.revokeApiToken.run(now, id).changes === 1);
   }
   async touchApiToken(id: string, ip: string, now: number): Promise<{ previousIp: string | null }> {
     return this.db.transaction(() => {
@@ -127,10 +135,13 @@ export class SqliteStore implements Store {
     return r && this.keys.decrypt(r.hmac_key_enc, `executor:${id}`);
   }
   async rotateCertificate(id: string, rot: CertRotation): Promise<void> {
-    this.s.rotateCert.run({ id, ...rot });
+    this.durably(() => this.s.rotateCert.run({ id, ...rot }));
+  }
+  async confirmCertificate(id: string, fingerprint: CertThumbprint): Promise<void> {
+    this.s.confirmCert.run(id, fingerprint);
   }
   async bumpEpoch(id: string): Promise<number> {
-    const r = this.s.bumpEpoch.get(id);
+    const r = this.durably(() => this.s.bumpEpoch.get(id));
     if (!r) throw new Error(`unknown executor ${id}`);
     return r.epoch;
   }
@@ -138,7 +149,7 @@ export class SqliteStore implements Store {
     await this.group.write(() => this.s.heartbeat.run(status, now, id));
   }
   async revokeExecutor(id: string, now: number): Promise<boolean> {
-    return this.s.revoke.run(now, id).changes === 1;
+    return this.durably(() => this.s.revoke.run(now, id).changes === 1);
   }
   async setDrain(id: string, drain: boolean): Promise<boolean> {
     return this.s.setDrain.run(drain ? 1 : 0, id).changes === 1;
@@ -149,6 +160,26 @@ export class SqliteStore implements Store {
   }
   async pruneNonces(now: number): Promise<number> {
     return this.s.pruneNonces.run(now).changes;
+  }
+
+  /** The store answers: it can be read, and the write lock can be taken (within the busy timeout). */
+  async ping(): Promise<void> {
+    this.db.transaction(() => this.s.ping.get()).immediate();
+  }
+
+  /**
+   * A write that an answer stands on — a 201 for a registration, a revocation, a token
+   * minted or revoked, a certificate or epoch handed out — is synced at its COMMIT even
+   * though the connection runs synchronous=NORMAL (docs/security.md). Heartbeat writes
+   * are not: their fsync would stall every request in flight.
+   */
+  private durably<T>(write: () => T): T {
+    this.db.pragma("synchronous = FULL");
+    try {
+      return write();
+    } finally {
+      this.db.pragma("synchronous = NORMAL");
+    }
   }
 
   async close(): Promise<void> {

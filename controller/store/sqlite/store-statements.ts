@@ -22,6 +22,7 @@ export type StoreStatements = ReturnType<typeof prepareStoreStatements>;
 
 export function prepareStoreStatements(db: Database.Database) {
   return {
+    ping: db.prepare<[], { n: number }>(`SELECT count(*) AS n FROM schema_migrations`),
     insertToken: db.prepare<TokenParams>(
       `INSERT INTO enrollment_tokens (id, token_hash, created_at, expires_at, max_uses, uses, revoked_at, labels)
        VALUES (@id, @tokenHash, @createdAt, @expiresAt, @maxUses, @uses, @revokedAt, @labels)`,
@@ -41,15 +42,18 @@ export function prepareStoreStatements(db: Database.Database) {
     ),
     getExecutor: db.prepare<[id: string], ExecutorRow>(`SELECT * FROM executors WHERE id = ?`),
     getAuth: db.prepare<[id: string], ExecutorAuthRow>(
-      `SELECT id, epoch, cert_fp, prev_cert_fp, prev_cert_grace_until, cert_issued_at, cert_expires_at, drain, revoked_at
+      `SELECT id, epoch, cert_fp, prev_cert_fp, prev_cert_grace_until, cert_issued_at, cert_expires_at, drain, revoked_at, cert_confirmed
        FROM executors WHERE id = ?`,
     ),
     listExecutors: db.prepare<[], ExecutorRow>(`SELECT * FROM executors ORDER BY created_at`),
     getHmac: db.prepare<[id: string], { hmac_key_enc: Buffer }>(`SELECT hmac_key_enc FROM executors WHERE id = ?`),
     rotateCert: db.prepare<RotationParams>(
       `UPDATE executors SET prev_cert_fp = cert_fp, prev_cert_grace_until = @prevCertGraceUntil,
-         cert_fp = @certFingerprint, cert_issued_at = @certIssuedAt, cert_expires_at = @certExpiresAt
+         cert_fp = @certFingerprint, cert_issued_at = @certIssuedAt, cert_expires_at = @certExpiresAt, cert_confirmed = 0
        WHERE id = @id`,
+    ),
+    confirmCert: db.prepare<[id: string, fingerprint: string]>(
+      `UPDATE executors SET cert_confirmed = 1 WHERE id = ? AND cert_fp = ? AND cert_confirmed = 0`,
     ),
     bumpEpoch: db.prepare<[id: string], { epoch: number }>(`UPDATE executors SET epoch = epoch + 1 WHERE id = ? RETURNING epoch`),
     heartbeat: db.prepare<[status: ExecutorRunStatus, now: number, id: string]>(`UPDATE executors SET status = ?, last_seen_at = ? WHERE id = ?`),

@@ -6,6 +6,7 @@
  * thread with its own connection runs PASSIVE checkpoints on a timer instead (they
  * never block readers or the writer); the controller's connection keeps a much
  * higher automatic threshold only as a backstop in case this thread falls behind.
+ * When the controller is idle the same thread truncates the WAL to zero bytes.
  *
  * The worker is plain JavaScript (eval) so it needs no TypeScript loader, and it
  * loads better-sqlite3 by absolute path so it works from any working directory.
@@ -17,11 +18,24 @@ const WORKER_SOURCE = `
 const { parentPort, workerData } = require("node:worker_threads");
 const Database = require(workerData.sqlite);
 const db = new Database(workerData.path);
-db.pragma("busy_timeout = 5000");
+db.pragma("busy_timeout = " + workerData.busyTimeoutMs);
 db.pragma("synchronous = NORMAL");
+// The WAL file never shrinks by itself: once it has been fully checkpointed and no
+// write came for truncateWhenIdleMs, a TRUNCATE checkpoint empties it. Everything is
+// already in the database then, so it holds the write lock only for the truncation.
+let lastLog = -1;
+let quietSince = Date.now();
 const timer = setInterval(() => {
   try {
-    db.pragma("wal_checkpoint(PASSIVE)");
+    const r = db.pragma("wal_checkpoint(PASSIVE)")[0];
+    const now = Date.now();
+    if (r.log !== lastLog || r.checkpointed !== r.log) quietSince = now;
+    lastLog = r.log;
+    if (r.log > 0 && r.checkpointed === r.log && now - quietSince >= workerData.truncateWhenIdleMs) {
+      db.pragma("wal_checkpoint(TRUNCATE)");
+      lastLog = -1;
+      quietSince = now;
+    }
   } catch (e) {
     parentPort.postMessage({ error: String(e && e.message || e) });
   }
@@ -39,13 +53,21 @@ parentPort.on("message", (m) => {
 /** Pages the controller's own connection may let the WAL reach before it checkpoints itself. */
 export const BACKSTOP_AUTOCHECKPOINT_PAGES = 20_000;
 
+export interface CheckpointSchedule {
+  intervalMs: number;
+  /** Default 30 s. */
+  truncateWhenIdleMs?: number;
+  busyTimeoutMs: number;
+}
+
 export class WalCheckpointer {
   private readonly worker: Worker;
   private stopped = false;
 
-  constructor(dbPath: string, intervalMs: number, onError: (message: string) => void) {
+  constructor(dbPath: string, schedule: CheckpointSchedule, onError: (message: string) => void) {
     const sqlite = createRequire(import.meta.url).resolve("better-sqlite3");
-    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { sqlite, path: dbPath, intervalMs } });
+    const workerData = { sqlite, path: dbPath, ...schedule, truncateWhenIdleMs: schedule.truncateWhenIdleMs ?? 30_000 };
+    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData });
     this.worker.unref();
     this.worker.on("message", (m: { error?: string }) => {
       if (m.error) onError(m.error);
