@@ -1,5 +1,6 @@
 /** Options and helpers shared by the commands that act on a controller's data dir. */
 import { resolve } from "node:path";
+import { oneLine } from "./terminal.ts";
 import type { OptionSpec, ParsedArgs } from "./args.ts";
 import { requireString } from "./args.ts";
 import { defaultConfig } from "../controller/config.ts";
@@ -25,7 +26,7 @@ export async function withDataDir<T>(args: ParsedArgs, fn: (ctx: ControllerConte
 
 /** A fixed-width table for humans (stderr-free: it is the command's output). */
 export function table(rows: Record<string, unknown>[], columns: string[]): string {
-  const cell = (v: unknown) => (v === null || v === undefined ? "-" : typeof v === "object" ? JSON.stringify(v) : String(v));
+  const cell = (v: unknown) => (v === null || v === undefined ? "-" : oneLine(typeof v === "object" ? JSON.stringify(v) : String(v)));
   const widths = columns.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c]).length)));
   const line = (vals: string[]) => vals.map((v, i) => v.padEnd(widths[i]!)).join("  ").trimEnd();
   return [line(columns.map((c) => c.toUpperCase())), ...rows.map((r) => line(columns.map((c) => cell(r[c]))))].join("\n") + "\n";

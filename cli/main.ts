@@ -1,5 +1,6 @@
 import { helpText, parseArgs, UsageError } from "./args.ts";
 import type { Command } from "./command.ts";
+import { oneLine } from "./terminal.ts";
 
 /** Command table: loaded lazily so `tether executor run` never loads the server. */
 const COMMANDS: Record<string, () => Promise<Command>> = {
@@ -61,7 +62,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(topHelp());
       return argv.length === 0 ? 2 : 0;
     }
-    const words = argv.filter((a) => !a.startsWith("-")).slice(0, 2);
+    const words = argv.filter((a) => !a.startsWith("-")).slice(0, 2).map(oneLine);
     const group = Object.keys(COMMANDS).filter((n) => n.startsWith(`${words[0]} `));
     process.stderr.write(
       group.length
@@ -83,11 +84,11 @@ export async function main(argv: string[]): Promise<number> {
     return await command.run(args);
   } catch (e) {
     if (e instanceof UsageError) {
-      process.stderr.write(`tether ${name}: ${e.message}\n`);
+      process.stderr.write(`tether ${name}: ${oneLine(e.message)}\n`);
       return 2;
     }
     const msg = e instanceof Error ? e.message : String(e);
-    process.stderr.write(`tether ${name}: ${msg.split("\n")[0]}\n`);
+    process.stderr.write(`tether ${name}: ${oneLine(msg.split("\n")[0] ?? "")}\n`);
     if (process.env.TETHER_DEBUG) process.stderr.write(`${(e as Error)?.stack ?? ""}\n`);
     return 1;
   }

@@ -6,6 +6,7 @@
  * rejection path (test/unit/executor-auth.test.ts), the way jose tests its claims set.
  */
 import type { ClientCertIdentity } from "../../certs/client-cert.ts";
+import { TetherError } from "../../shared/errors.ts";
 import { MAX_SKEW_MS, isValidNonce, isValidTimestamp } from "../../shared/hmac.ts";
 import type { CertThumbprint } from "../../shared/fingerprint.ts";
 import type { ExecutorAuthState } from "../store/types.ts";
@@ -31,6 +32,25 @@ export type Verdict = { ok: true } | Rejection;
 
 export const ACCEPT: Verdict = Object.freeze({ ok: true });
 export const reject = (code: AuthCode, reason: string): Rejection => ({ ok: false, code, reason });
+
+/** What each code answers (PROTOCOL §3.2): the one table, used by the guards and by the services. */
+const RESPONSES: Readonly<Record<AuthCode, { status: number; message: string }>> = {
+  CERT_REQUIRED: { status: 401, message: "a valid client certificate issued by this controller is required" },
+  IDENTITY_MISMATCH: { status: 403, message: "the client certificate names another executor" },
+  CERT_REVOKED: { status: 401, message: "this executor has been revoked" },
+  TOKEN_INVALID: { status: 401, message: "missing or invalid executor token" },
+  TOKEN_EXPIRED: { status: 401, message: "the executor token has expired; renew it" },
+  EPOCH_MISMATCH: { status: 401, message: "the token is from an older epoch; re-register" },
+  CLOCK_SKEW: { status: 401, message: "the request timestamp is too far from the server's clock" },
+  SIGNATURE_INVALID: { status: 401, message: "missing or invalid request signature" },
+  NONCE_REPLAY: { status: 409, message: "this nonce was already used" },
+};
+
+/** The wire error of a rejection (the reason stays out of it: it is for the audit log). */
+export function rejectionError(r: Rejection, details?: Record<string, unknown>): TetherError {
+  const { status, message } = RESPONSES[r.code];
+  return new TetherError(status, r.code, message, { details });
+}
 
 /** The claims of an executor JWT (PROTOCOL §3.2 step 2). */
 export interface ExecutorClaims {
@@ -65,12 +85,24 @@ export function checkExecutorCertificate(
   auth: ExecutorAuthState | undefined,
   presented: CertThumbprint,
   nowMs: number,
-): { ok: true; auth: ExecutorAuthState } | Rejection {
+): { ok: true; auth: ExecutorAuthState; previous: boolean } | Rejection {
   if (!auth) return reject("CERT_REQUIRED", "unknown executor");
   if (auth.revoked) return reject("CERT_REVOKED", "executor revoked");
-  if (auth.certFingerprint === presented) return { ok: true, auth };
+  if (auth.certFingerprint === presented) return { ok: true, auth, previous: false };
   const inGrace = auth.prevCertFingerprint === presented && auth.prevCertGraceUntil !== null && nowMs < auth.prevCertGraceUntil;
-  return inGrace ? { ok: true, auth } : reject("CERT_REQUIRED", "not the executor's current certificate");
+  return inGrace ? { ok: true, auth, previous: true } : reject("CERT_REQUIRED", "not the executor's current certificate");
+}
+
+/**
+ * Only the current certificate may rotate credentials (renew with a CSR, re-register):
+ * a previous one in its grace window serves requests in flight, not a second owner.
+ * The one exception is a current certificate nobody has used yet — the daemon that
+ * asked for it may have crashed before it arrived, and recovers with the previous one
+ * (PROTOCOL §7.4); the first request made with the new certificate ends that.
+ */
+export function checkMayRotate(who: { auth: Pick<ExecutorAuthState, "certConfirmed">; viaPrevious: boolean }): Verdict {
+  if (!who.viaPrevious || !who.auth.certConfirmed) return ACCEPT;
+  return reject("CERT_REQUIRED", "the previous certificate may not rotate credentials once the new one is in use");
 }
 
 // ─── 2. JWT ─────────────────────────────────────────────────────────────

@@ -17,10 +17,12 @@ import type { ExecutorJwt } from "./jwt.ts";
 export interface AuthenticatedExecutor {
   identity: ClientCertIdentity;
   auth: ExecutorAuthState;
+  /** The previous certificate, inside its grace window, was presented. */
+  viaPrevious: boolean;
   claims?: ExecutorClaims;
 }
 
-export type AuthStore = Pick<Store, "getExecutorAuth" | "getHmacKey" | "rememberNonce">;
+export type AuthStore = Pick<Store, "getExecutorAuth" | "getHmacKey" | "rememberNonce" | "confirmCertificate">;
 
 export class ExecutorAuthenticator {
   constructor(
@@ -41,8 +43,15 @@ export class ExecutorAuthenticator {
     const presented = checkPresentedCertificate(identity, pathExecutorId, nowMs);
     if (!presented.ok) return presented;
     const current = checkExecutorCertificate(await this.store.getExecutorAuth(pathExecutorId), identity.fingerprint, nowMs);
+    if (!current.ok) return current;
+    const { auth, previous } = current;
+    if (!previous && !auth.certConfirmed) {
+      // The first request with a rotated certificate: from now on only it may rotate again.
+      await this.store.confirmCertificate(auth.id, identity.fingerprint);
+      auth.certConfirmed = true;
+    }
     // `claims` is set by the JWT step; declared now so the object keeps one shape.
-    return current.ok ? { ok: true, executor: { identity, auth: current.auth, claims: undefined } } : current;
+    return { ok: true, executor: { identity, auth, viaPrevious: previous, claims: undefined } };
   }
 
   /** Step 2: a JWT bound to the connection's certificate, for this executor, of its current epoch. */

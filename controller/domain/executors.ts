@@ -19,7 +19,7 @@ import type { Audit, AuditFields } from "./audit.ts";
 import { hashEnrollmentToken } from "./enrollment.ts";
 import type { ExecutorJwt } from "./jwt.ts";
 import type { AuthenticatedExecutor } from "./executor-authenticator.ts";
-import type { ExecutorClaims } from "./executor-auth.ts";
+import { checkMayRotate, rejectionError, type ExecutorClaims } from "./executor-auth.ts";
 import type { LeaseLedger } from "./lease-ledger.ts";
 import { executorLiveness } from "./liveness.ts";
 
@@ -32,6 +32,9 @@ export interface ExecutorSettings {
 }
 
 const ENROLLMENT_DENIED = () => new TetherError(401, ErrorCode.ENROLLMENT_DENIED, "enrollment denied");
+
+/** The source address of a request's audit fields ("local" for in-process callers). */
+const sourceOf = (who: AuditFields): string => (typeof who.source === "string" ? who.source : "local");
 
 export class ExecutorService {
   constructor(
@@ -69,7 +72,8 @@ export class ExecutorService {
   async register(req: RegisterRequest, who: AuditFields): Promise<RegisterResponse> {
     const now = Date.now();
     const deny = (reason: TokenDenyReason | "malformed", tokenId?: string) => {
-      this.audit.event("enrollment.denied", { reason, token_id: tokenId, ...who });
+      // Anyone can provoke this: counted per source and reason, not one line per request.
+      this.audit.rejected("enrollment.denied", { source: sourceOf(who), reason }, { ...(tokenId ? { token_id: tokenId } : {}), ...who });
       return ENROLLMENT_DENIED();
     };
     const tokenHash = hashEnrollmentToken(req.enrollment_token);
@@ -103,22 +107,26 @@ export class ExecutorService {
    * New JWT for the current epoch; with a CSR also a new certificate, and the one
    * presented stays accepted for the grace window.
    */
-  async renew(id: string, presentedFingerprint: CertThumbprint, csrPem: string | undefined, who: AuditFields): Promise<RenewResponse> {
+  async renew(caller: AuthenticatedExecutor, csrPem: string | undefined, who: AuditFields): Promise<RenewResponse> {
+    const id = caller.auth.id;
+    if (csrPem !== undefined) this.mayRotate(caller, who);
     const e = await this.mustGet(id);
-    const res = await this.credentials(e, presentedFingerprint, csrPem, e.epoch, who);
+    const res = await this.credentials(e, caller.identity.fingerprint, csrPem, e.epoch, who);
     this.audit.event("executor.renewed", { executor_id: id, epoch: e.epoch, cert_rotated: csrPem !== undefined, ...who });
     return res;
   }
 
   /** epoch + 1 after an executor restart; work held under the old epoch is released. */
-  async reregister(id: string, presentedFingerprint: CertThumbprint, csrPem: string | undefined, who: AuditFields): Promise<RenewResponse> {
+  async reregister(caller: AuthenticatedExecutor, csrPem: string | undefined, who: AuditFields): Promise<RenewResponse> {
+    const id = caller.auth.id;
+    this.mayRotate(caller, who);
     const e = await this.mustGet(id);
     const csr = csrPem === undefined ? undefined : await this.parseCsr(csrPem, { executor_id: id, ...who });
     const epoch = await this.store.bumpEpoch(id);
     // Re-registering is a sign of life: the executor is ready again.
     await this.store.recordHeartbeat(id, "ready", Date.now());
     await this.leases.epochChanged(id, epoch);
-    const res = await this.credentials({ ...e, epoch }, presentedFingerprint, csr, epoch, who);
+    const res = await this.credentials({ ...e, epoch }, caller.identity.fingerprint, csr, epoch, who);
     this.audit.event("executor.reregistered", { executor_id: id, old_epoch: epoch - 1, epoch, cert_rotated: csr !== undefined, ...who });
     return res;
   }
@@ -158,6 +166,14 @@ export class ExecutorService {
     return this.show(id);
   }
 
+  /** Renewing with a CSR and re-registering rotate credentials: the current certificate's right (executor-auth.ts). */
+  private mayRotate(caller: AuthenticatedExecutor, who: AuditFields): void {
+    const verdict = checkMayRotate(caller);
+    if (verdict.ok) return;
+    this.audit.event("credentials.rotation_refused", { executor_id: caller.auth.id, code: verdict.code, reason: verdict.reason, ...who });
+    throw rejectionError(verdict);
+  }
+
   private async credentials(
     e: ExecutorRecord,
     presentedFingerprint: CertThumbprint,
@@ -192,7 +208,7 @@ export class ExecutorService {
       return await parseAndVerifyCsr(pem);
     } catch (e) {
       if (!(e instanceof CsrError)) throw e;
-      this.audit.event("csr.rejected", { reason: e.message, ...who });
+      this.audit.rejected("csr.rejected", { source: sourceOf(who), reason: e.message }, who);
       throw new TetherError(400, ErrorCode.INVALID_CSR, "the CSR could not be parsed, uses an unsupported key type, or its signature does not verify");
     }
   }

@@ -81,7 +81,8 @@ export class ExecutorJwt {
     } catch {
       return bad("malformed");
     }
-    if (header?.alg !== "EdDSA") return bad(`alg ${String(header?.alg)} not allowed`);
+    // The reason goes to the audit log: never echo what the client chose.
+    if (header?.alg !== "EdDSA") return bad("alg not allowed");
     if (header.kid !== this.keys.kid) return bad("unknown kid");
     if (header.crit !== undefined) return bad("crit not supported");
     const sig = Buffer.from(s64, "base64url");

@@ -3,7 +3,7 @@
  * controller validates and serializes with them; the executor's client is typed by them.
  */
 import { Type, type Static } from "typebox";
-import { AnyObject, Bool, Empty, ExecutorId, IdParams, Int, Labels, Str, StringEnum, Time } from "./parts.ts";
+import { AnyObject, Bool, Empty, ExecutorId, IdParams, Int, Labels, NO_CONTROLS, Str, StringEnum, Time } from "./parts.ts";
 
 /** A CSR in PEM; the certs module checks what is inside. */
 const CsrPem = Type.String({ maxLength: 16384 });
@@ -11,7 +11,7 @@ const CsrPem = Type.String({ maxLength: 16384 });
 export const RegisterRequest = Type.Object({
   enrollment_token: Type.String({ maxLength: 256 }),
   csr_pem: CsrPem,
-  name: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+  name: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: NO_CONTROLS })),
   labels: Type.Optional(Labels),
   capacity: Type.Optional(Type.Integer({ minimum: 1, maximum: 1024 })),
 });

@@ -29,8 +29,8 @@ export type Capability = (typeof CAPABILITIES)[number];
 export const ENROLLMENT_TOKEN_MAX_TTL_S = 365 * 86400;
 export const ENROLLMENT_TOKEN_MAX_USES = 1_000_000;
 export const MAX_API_TOKEN_TTL_S = 5 * 365 * 86400;
-/** 1 to 64 characters, no control characters. */
-export const API_TOKEN_NAME_PATTERN = "^[^\\u0000-\\u001f\\u007f]{1,64}$";
+/** 1 to 64 characters, no control characters (C0, DEL, C1). */
+export const API_TOKEN_NAME_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,64}$";
 export const AUDIT_DEFAULT_LIMIT = 100;
 export const AUDIT_MAX_LIMIT = 1000;
 export const TASK_KIND_PATTERN = "^[a-z][a-z0-9_.-]{0,63}$";

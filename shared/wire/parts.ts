@@ -21,12 +21,19 @@ export function StringEnum<const T extends readonly string[]>(values: T): TUnsaf
 /** `string | null`, as one JSON-schema type list (cheaper to serialize than anyOf). */
 export const NullableStr: TUnsafe<string | null> = Type.Unsafe<string | null>({ type: ["string", "null"] });
 
+/**
+ * Text that people read (names, labels): no C0 or C1 control characters and no DEL, so
+ * nothing an operator lists can carry a terminal escape sequence (the CLI escapes what
+ * it prints anyway).
+ */
+export const NO_CONTROLS = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
+
 /** Executor labels and task selectors: at most 64 string pairs. */
 export const Labels: TUnsafe<Record<string, string>> = Type.Unsafe<Record<string, string>>({
   type: "object",
   maxProperties: 64,
-  propertyNames: { maxLength: 63, minLength: 1 },
-  additionalProperties: { type: "string", maxLength: 256 },
+  propertyNames: { maxLength: 63, minLength: 1, pattern: NO_CONTROLS },
+  additionalProperties: { type: "string", maxLength: 256, pattern: NO_CONTROLS },
 });
 
 /** Labels as they are sent back (already validated on the way in). */

@@ -267,6 +267,14 @@ describe("renewal and revocation", () => {
     // … while the old certificate itself is still accepted inside the grace window (renew works).
     const viaOld = await executorCall(e, "POST", `/v1/executors/${e.id}/renew`, {});
     expect(viaOld.status).toBe(200);
+    // … but only for requests that rotate nothing: once the new certificate is in use, the old
+    // one may neither get a certificate for another key nor re-register.
+    const stolen = await newKeyAndCsr();
+    const rotateViaOld = await executorCall(e, "POST", `/v1/executors/${e.id}/renew`, { csr_pem: stolen.csrPem });
+    expect([rotateViaOld.status, code(rotateViaOld)]).toEqual([401, "CERT_REQUIRED"]);
+    const reregViaOld = await executorCall(e, "POST", `/v1/executors/${e.id}/reregister`, {});
+    expect([reregViaOld.status, code(reregViaOld)]).toEqual([401, "CERT_REQUIRED"]);
+    expect((await tc.c.ctx.executors.show(e.id)).epoch).toBe(1);
     // A second rotation pushes the first certificate out entirely.
     const third = await newKeyAndCsr();
     const r2 = await executorCall({ ...e, jwt: r.json.jwt, client: newClient }, "POST", `/v1/executors/${e.id}/renew`, { csr_pem: third.csrPem });
@@ -275,6 +283,24 @@ describe("renewal and revocation", () => {
     expect([gone.status, code(gone)]).toEqual([401, "CERT_REQUIRED"]);
     expect(CERT_GRACE_MS).toBe(300_000);
     await newClient.close();
+    await e.client.close();
+  });
+
+  it("a daemon that crashed before receiving its renewed certificate recovers with the previous one (nobody used the new one yet)", async () => {
+    const e = await register(tc.url, tc.caPem, await tc.createToken());
+    const { newKeyAndCsr } = await import("../support/wire.ts");
+    // The controller issues; the answer is lost (the daemon crashed): the new certificate is never used.
+    const lost = await executorCall(e, "POST", `/v1/executors/${e.id}/renew`, { csr_pem: (await newKeyAndCsr()).csrPem });
+    expect(lost.status).toBe(200);
+    // Restarted on its old key and certificate: re-register, then rotate again — both allowed.
+    const rereg = await executorCall(e, "POST", `/v1/executors/${e.id}/reregister`, {});
+    expect([rereg.status, rereg.json.epoch]).toEqual([200, 2]);
+    const next = await newKeyAndCsr();
+    const again = await executorCall({ ...e, jwt: rereg.json.jwt }, "POST", `/v1/executors/${e.id}/renew`, { csr_pem: next.csrPem });
+    expect(again.status).toBe(200);
+    const c = new WireClient(tc.url, tc.caPem, { certPem: again.json.certificate_pem, keyPem: next.keyPem });
+    expect((await executorCall({ ...e, jwt: again.json.jwt, client: c }, "POST", hb(e.id), HEARTBEAT)).status).toBe(200);
+    await c.close();
     await e.client.close();
   });
 

@@ -162,6 +162,23 @@ describe("register", () => {
     expect((await registerWith({ enrollment_token: token, csr_pem: csrPem })).status).toBe(201);
   });
 
+  it("a name or label holding a control character (a terminal escape) → 400 INVALID_REQUEST, token not consumed", async () => {
+    const { csrPem } = await newKeyAndCsr();
+    const token = await tc.createToken();
+    for (const extra of [
+      { name: "evil\u001b]0;pwned\u0007" },
+      { name: "c1-csi\u009b2J" },
+      { name: "del\u007f" },
+      { labels: { zone: "a\u001b[31m" } },
+      { labels: { "k\u0000": "v" } },
+    ]) {
+      const r = await registerWith({ enrollment_token: token, csr_pem: csrPem, ...extra });
+      expect([r.status, code(r)], JSON.stringify(extra)).toEqual([400, "INVALID_REQUEST"]);
+    }
+    const ok = await registerWith({ enrollment_token: token, csr_pem: csrPem, name: "zürich-01 (rack 4)", labels: { zone: "ä" } });
+    expect(ok.status).toBe(201);
+  });
+
   it("a body over 64 KiB → 413 PAYLOAD_TOO_LARGE", async () => {
     const r = await registerWith({ enrollment_token: "x", csr_pem: "y".repeat(70_000) });
     expect([r.status, code(r)]).toEqual([413, "PAYLOAD_TOO_LARGE"]);

@@ -54,6 +54,22 @@ describe("tether task", () => {
     expect(shown).toMatchObject({ id, status: "succeeded", attempts: 1, max_attempts: 2, timeout_s: 60, result: { exit_code: 0 }, executor_id: ex.id });
   });
 
+  it("what the controller sends is printed with its control characters escaped: no terminal escape reaches the terminal", async () => {
+    const id = tether(["task", "submit", "--data-dir", dataDir, "--selector", "pool=cli", "--", "false"]).stdout.trim();
+    const l = await leaseOne();
+    // An output tail can hold anything the command printed: an OSC title change, a CSI colour, a C1 CSI, a bell.
+    const nasty = "boom \u001b]0;pwned\u0007 \u001b[31mred\u009b2J\rline2";
+    expect((await executorCall(ex, "POST", `/v1/executors/${ex.id}/leases/${l.lease_id}/fail`, { error: nasty, retryable: false })).status).toBe(200);
+    for (const args of [["task", "show", id], ["task", "list"], ["task", "wait", id]]) {
+      const r = tether([...args, "--data-dir", dataDir]);
+      const printed = r.stdout + r.stderr;
+      expect(printed, args.join(" ")).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
+      expect(printed, args.join(" ")).toContain("\\u001b[31mred\\u009b2J");
+    }
+    // --json stays valid JSON and carries the exact text.
+    expect(JSON.parse(tether(["task", "show", id, "--data-dir", dataDir, "--json"]).stdout).error).toBe(nasty);
+  });
+
   it("wait exits non-zero when any task failed or was cancelled", async () => {
     const failed = tether(["task", "submit", ...remote(), "--selector", "pool=cli", "--", "false"]).stdout.trim();
     const l = await leaseOne();
