@@ -19,16 +19,15 @@
  * and noisy). Progress goes to stderr; with --json the last stdout line is one JSON
  * object. Only 127.0.0.1 traffic; every loop is bounded in count and time.
  */
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { createWriteStream, mkdtempSync, readFileSync, rmSync, mkdirSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, mkdirSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Worker } from "node:worker_threads";
+import { ControllerProcess, TETHER_BIN } from "../tools/controller-process.ts";
 import type { WorkerInit } from "./protocol.ts";
 
-const TETHER_BIN = fileURLToPath(new URL("../bin/tether.mjs", import.meta.url));
 const USAGE = `Usage: npm run bench -- [options]
 
   --executors N         simulated executors registered and kept connected (default 10000)
@@ -150,98 +149,21 @@ const cores = (cpuS: number, wallS: number) => round(cpuS / wallS, 2);
 // ---------------------------------------------------------------------------------------------
 // The controller process
 
-class ControllerProcess {
-  private stderrTail = "";
-  errorsLogged = 0;
-  readonly exited: Promise<number | null>;
-  port = 0;
-  url = "";
-
-  private constructor(readonly child: ChildProcess) {
-    child.stderr!.setEncoding("utf8");
-    child.stderr!.on("data", (d: string) => {
-      this.stderrTail = (this.stderrTail + d).slice(-64 * 1024);
-      this.errorsLogged += (d.match(/"level":(50|60)/g) ?? []).length;
-    });
-    child.stdout!.resume();
-    this.exited = new Promise((r) => child.on("exit", (code) => r(code)));
-  }
-
-  get pid(): number {
-    return this.child.pid!;
-  }
-
-  static async start(dataDir: string, port: number, profDir: string | undefined): Promise<ControllerProcess> {
-    const nodeArgs = [
+/** The controller as the benchmark runs it (tools/controller-process.ts). */
+function startController(dataDir: string, port: number, profDir: string | undefined): Promise<ControllerProcess> {
+  return ControllerProcess.start({
+    dataDir,
+    port,
+    nodeArgs: [
       ...(profDir ? ["--cpu-prof", `--cpu-prof-dir=${profDir}`] : []),
       // Extra node flags for the controller only, e.g. BENCH_CONTROLLER_NODE_ARGS="--trace-gc".
       ...(process.env.BENCH_CONTROLLER_NODE_ARGS?.split(/\s+/).filter(Boolean) ?? []),
-    ];
-    const args = [
-      ...nodeArgs, TETHER_BIN, "controller", "start", "--data-dir", dataDir, "--listen", `127.0.0.1:${port}`,
-      // --dev: the bench route and the lifted /register limit are refused in production.
-      "--dev", "--bench", "--log-level", "warn",
-      // The run can outlast the default 15 min JWT; the lifetime does not change the hot path (cached).
-      "--jwt-ttl", "2h",
-    ];
-    const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, TETHER_LOG_LEVEL: "" } });
-    const p = new ControllerProcess(child);
-    if (opt["controller-log"]) {
-      const f = createWriteStream(opt["controller-log"], { flags: "a" });
-      child.stderr!.pipe(f);
-      child.stdout!.pipe(f); // e.g. --trace-gc prints to stdout
-    }
-    const m = await p.waitFor(/listening on (https:\/\/127\.0\.0\.1:(\d+))/, 60_000);
-    p.url = m[1]!;
-    p.port = Number(m[2]);
-    return p;
-  }
-
-  waitFor(re: RegExp, timeoutMs: number): Promise<RegExpMatchArray> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        const m = this.stderrTail.match(re);
-        if (m) {
-          done();
-          resolve(m);
-        }
-      };
-      const onExit = () => {
-        done();
-        reject(new Error(`controller exited before it was ready:\n${this.stderrTail}`));
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`controller not ready after ${timeoutMs} ms:\n${this.stderrTail}`));
-      }, timeoutMs);
-      const done = () => {
-        clearTimeout(timer);
-        this.child.stderr!.off("data", check);
-        this.child.off("exit", onExit);
-      };
-      this.child.stderr!.on("data", check);
-      this.child.on("exit", onExit);
-      check();
-    });
-  }
-
-  /** SIGTERM, then SIGKILL after `timeoutMs`. Resolves with how it ended. */
-  async stop(timeoutMs: number): Promise<{ code: number | null; killed: boolean }> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return { code: this.child.exitCode, killed: false };
-    this.child.kill("SIGTERM");
-    let killed = false;
-    const timer = setTimeout(() => {
-      killed = true;
-      this.child.kill("SIGKILL");
-    }, timeoutMs);
-    const code = await this.exited;
-    clearTimeout(timer);
-    return { code, killed };
-  }
-
-  tail(): string {
-    return this.stderrTail.slice(-4000);
-  }
+    ],
+    // --dev: the bench route and the lifted /register limit are refused in production.
+    // The run can outlast the default 15 min JWT; the lifetime does not change the hot path (cached).
+    args: ["--dev", "--bench", "--jwt-ttl", "2h"],
+    logFile: opt["controller-log"],
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -374,7 +296,7 @@ async function main(): Promise<Record<string, number>> {
   try {
     log(`machine: ${cpus().length} × ${cpus()[0]?.model ?? "?"}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB, node ${process.version}`);
     log(`executors ${N}, duration ${DURATION_S}s, latency ${LATENCY_S}s at ${RATE}/s, registrations timed ${REGS}, workers ${W}`);
-    ctl = await ControllerProcess.start(dataDir, 0, profDir);
+    ctl = await startController(dataDir, 0, profDir);
     const port = ctl.port;
     log(`controller pid ${ctl.pid} listening on ${ctl.url}${profDir ? ` (cpu profiles → ${profDir})` : ""}`);
     const tok = spawnSync(process.execPath, [TETHER_BIN, "token", "create", "--data-dir", dataDir, "--uses", String(N), "--ttl", "2h"], {
@@ -614,7 +536,7 @@ async function main(): Promise<Record<string, number>> {
     let next: ControllerProcess | undefined;
     for (let attempt = 0; !next; attempt++) {
       try {
-        next = await ControllerProcess.start(dataDir, port, profDir);
+        next = await startController(dataDir, port, profDir);
       } catch (e) {
         if (attempt >= 5 || !/EADDRINUSE/.test(String(e))) throw e;
         await sleep(200);

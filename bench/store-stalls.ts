@@ -14,6 +14,9 @@ import { monitorEventLoopDelay } from "node:perf_hooks";
 import { randomBytes } from "node:crypto";
 import { parseArgs } from "node:util";
 import { openStore } from "../controller/store/open-store.ts";
+import type { CertThumbprint } from "../shared/fingerprint.ts";
+/** Stores keep certificate thumbprints opaque; short stand-ins keep these tests readable. */
+const tp = (s: string) => s as CertThumbprint;
 
 const { values } = parseArgs({
   options: {
@@ -44,7 +47,7 @@ async function run(background: boolean): Promise<string> {
       const id = "ex_" + randomBytes(9).toString("base64url");
       ids.push(id);
       await store.enrollExecutor(tokenHash, {
-        id, name: id, labels: {}, capacity: 1, certFingerprint: "fp", certIssuedAt: now, certExpiresAt: now + 86_400_000, hmacKey: randomBytes(32), now,
+        id, name: id, labels: {}, capacity: 1, certFingerprint: tp("fp"), certIssuedAt: now, certExpiresAt: now + 86_400_000, hmacKey: randomBytes(32), now,
       });
     }
     const delay = monitorEventLoopDelay({ resolution: 1 });

@@ -19,7 +19,7 @@ export async function executorRoutes(scope: FastifyInstance, ctx: ControllerCont
   app.post("/v1/executors/register", { schema: schemas.register, config: { route: { plane: "executor" } } }, async (request, reply) => {
     const retryAfter = ctx.registerLimiter.take(request.ip);
     if (retryAfter > 0) {
-      ctx.audit.event("register.rate_limited", { source: request.ip });
+      ctx.audit.rejected("register.rate_limited", { source: request.ip });
       throw new TetherError(429, ErrorCode.RATE_LIMITED, "too many registrations from this address", {
         headers: { "retry-after": String(retryAfter) },
       });
@@ -28,11 +28,11 @@ export async function executorRoutes(scope: FastifyInstance, ctx: ControllerCont
   });
 
   app.post("/v1/executors/:id/renew", { schema: schemas.renew, config: certAndSignature }, async (request) =>
-    ctx.executors.renew(request.params.id, executorOf(request).identity.fingerprint, request.body.csr_pem, who(request)),
+    ctx.executors.renew(executorOf(request), request.body.csr_pem, who(request)),
   );
 
   app.post("/v1/executors/:id/reregister", { schema: schemas.reregister, config: certAndSignature }, async (request) =>
-    ctx.executors.reregister(request.params.id, executorOf(request).identity.fingerprint, request.body.csr_pem, who(request)),
+    ctx.executors.reregister(executorOf(request), request.body.csr_pem, who(request)),
   );
 
   app.post("/v1/executors/:id/heartbeat", { schema: schemas.heartbeat, config: fullChain }, async (request) =>
