@@ -174,6 +174,8 @@ describe("tasks (e2e)", () => {
     const id = await tasks.submit(["sh", "-c", `sleep 100 & echo $! > ${pidFile}; wait`]);
     await a.waitFor(() => existsSync(pidFile) && readFileSync(pidFile, "utf8").trim() !== "", "the command to start");
     const grandchild = Number(readFileSync(pidFile, "utf8"));
+    // The pid file can be written before the daemon's log line reaches us through its stderr pipe.
+    await a.waitFor(() => a.logs().some((l) => l.event === "command.started" && l.task_id === id), "command.started", 5_000);
     const leader = a.logs().find((l) => l.event === "command.started" && l.task_id === id)!.pid as number;
     expect(alive(grandchild)).toBe(true);
     await tasks.cancel(id);
