@@ -5,6 +5,7 @@
 import { HmacKeyCache } from "./hmac-key-cache.ts";
 import { openSqliteStore } from "./sqlite/open.ts";
 import type { TaskStore } from "./task-types.ts";
+import type { CaStore, JwtKeyStore } from "./trust-types.ts";
 import type { Store } from "./types.ts";
 
 /** How long an operation waits for another connection's lock before the store is unavailable (503). */
@@ -37,6 +38,10 @@ export interface StoreConfig {
 export interface StoreHandle {
   store: Store;
   tasks: TaskStore;
+  /** The CA set (PROTOCOL §7.1). */
+  cas: CaStore;
+  /** The JWT key ring (PROTOCOL §7.3). */
+  jwtKeys: JwtKeyStore;
   /** Stops the background duties, then closes the store. */
   close(): Promise<void>;
 }

@@ -44,6 +44,16 @@ export interface ExecutorAuthState {
    * daemon that asked may have crashed before it received the new certificate.
    */
   certConfirmed: boolean;
+  /** The CA that issued the current certificate (null: the first CA, before CAs had ids). */
+  certCaId: string | null;
+}
+
+/** An executor's HMAC keys: the current one, and the previous one inside its grace window (PROTOCOL §7.4). */
+export interface HmacKeys {
+  current: Buffer;
+  previous: Buffer | null;
+  /** Until when (unix ms) the previous key is accepted. */
+  previousUntil: number | null;
 }
 
 export interface EnrollmentTokenRecord {
@@ -87,6 +97,8 @@ export interface NewExecutor {
   certExpiresAt: number;
   hmacKey: Buffer;
   now: number;
+  /** The CA that issued the certificate. */
+  certCaId?: string;
 }
 
 export interface CertRotation {
@@ -95,6 +107,8 @@ export interface CertRotation {
   certExpiresAt: number;
   /** The old certificate stays accepted until then. */
   prevCertGraceUntil: number;
+  /** The CA that issued the new certificate. */
+  certCaId?: string;
 }
 
 export interface ReplayStore {
@@ -135,14 +149,17 @@ export interface Store extends ReplayStore {
   getExecutor(id: string): Promise<ExecutorRecord | undefined>;
   getExecutorAuth(id: string): Promise<ExecutorAuthState | undefined>;
   listExecutors(): Promise<ExecutorRecord[]>;
-  getHmacKey(id: string): Promise<Buffer | undefined>;
+  getHmacKeys(id: string): Promise<HmacKeys | undefined>;
+  /** A new HMAC key; the current one becomes the previous, accepted until `previousUntil`. */
+  rotateHmacKey(id: string, key: Buffer, previousUntil: number): Promise<void>;
   /** The new certificate becomes current (unconfirmed); the old one is remembered for the grace window. */
   rotateCertificate(id: string, rotation: CertRotation): Promise<void>;
   /** A request was made with the current certificate `fingerprint` (a no-op once it is not current). */
   confirmCertificate(id: string, fingerprint: CertThumbprint): Promise<void>;
   /** epoch + 1; returns the new epoch. */
   bumpEpoch(id: string): Promise<number>;
-  recordHeartbeat(id: string, status: ExecutorRunStatus, now: number): Promise<void>;
+  /** Seen now, with the status it reports and (only ever raised) the trust bundle version it holds. */
+  recordHeartbeat(id: string, status: ExecutorRunStatus, now: number, trustBundleVersion?: number): Promise<void>;
   revokeExecutor(id: string, now: number): Promise<boolean>;
   setDrain(id: string, drain: boolean): Promise<boolean>;
 
@@ -151,6 +168,10 @@ export interface Store extends ReplayStore {
    * write now. A store that cannot rejects with 503 UNAVAILABLE (store/unavailable.ts).
    */
   ping(): Promise<void>;
+
+  /** The running controller's settings other processes on the data dir act with (controller/settings.ts). */
+  readSettings(): Promise<Record<string, string>>;
+  writeSettings(values: Record<string, string>, now: number): Promise<void>;
 
   close(): Promise<void>;
 }

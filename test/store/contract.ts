@@ -6,12 +6,13 @@
  *
  * Times are synthetic unix ms: every store method takes `now` from its caller.
  */
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { StoreHandle } from "../../controller/store/open-store.ts";
 import type { LeaseRequest, NewTask, TaskStore } from "../../controller/store/task-types.ts";
 import type { ApiTokenRecord, Store } from "../../controller/store/types.ts";
-import type { CertThumbprint } from "../../shared/fingerprint.ts";
+import type { CaFingerprint, CertThumbprint } from "../../shared/fingerprint.ts";
+import type { NewCa } from "../../controller/store/trust-types.ts";
 /** Stores keep certificate thumbprints opaque; short stand-ins keep these tests readable. */
 const tp = (s: string) => s as CertThumbprint;
 
@@ -89,9 +90,9 @@ export function storeContract(name: string, freshBackend: () => Promise<Contract
           id: "ex_one", labels: { os: "linux" }, capacity: 3, epoch: 1, status: "ready", lastSeenAt: T0, revokedAt: null,
           drain: false, enrollmentTokenId: "enr_one", certFingerprint: tp("fp-ex_one"), prevCertFingerprint: null,
         });
-        expect(await a.store.getHmacKey("ex_one")).toEqual(key);
-        expect(await (await another()).store.getHmacKey("ex_one")).toEqual(key);
-        expect(await a.store.getHmacKey("ex_nope")).toBeUndefined();
+        expect(await a.store.getHmacKeys("ex_one")).toEqual({ current: key, previous: null, previousUntil: null });
+        expect((await (await another()).store.getHmacKeys("ex_one"))?.current).toEqual(key);
+        expect(await a.store.getHmacKeys("ex_nope")).toBeUndefined();
         expect(await a.store.getExecutor("ex_nope")).toBeUndefined();
         expect(await a.store.getExecutorAuth("ex_nope")).toBeUndefined();
       });
@@ -143,7 +144,7 @@ export function storeContract(name: string, freshBackend: () => Promise<Contract
         await a.store.rotateCertificate("ex_c", { certFingerprint: tp("fp2"), certIssuedAt: T0 + 1, certExpiresAt: T0 + 2, prevCertGraceUntil: T0 + 5 * MIN });
         expect(await a.store.getExecutorAuth("ex_c")).toEqual({
           id: "ex_c", epoch: 1, certFingerprint: tp("fp2"), prevCertFingerprint: "fp-ex_c", prevCertGraceUntil: T0 + 5 * MIN,
-          certIssuedAt: T0 + 1, certExpiresAt: T0 + 2, drain: false, revoked: false, certConfirmed: false,
+          certIssuedAt: T0 + 1, certExpiresAt: T0 + 2, drain: false, revoked: false, certConfirmed: false, certCaId: null,
         });
         await a.store.rotateCertificate("ex_c", { certFingerprint: tp("fp3"), certIssuedAt: T0 + 3, certExpiresAt: T0 + 4, prevCertGraceUntil: T0 + 9 * MIN });
         expect(await a.store.getExecutorAuth("ex_c")).toMatchObject({ certFingerprint: tp("fp3"), prevCertFingerprint: "fp2", prevCertGraceUntil: T0 + 9 * MIN });
@@ -158,6 +159,24 @@ export function storeContract(name: string, freshBackend: () => Promise<Contract
         expect((await a.store.getExecutorAuth("ex_k"))?.certConfirmed).toBe(false);
         await a.store.confirmCertificate("ex_k", tp("k2"));
         expect((await (await another()).store.getExecutorAuth("ex_k"))?.certConfirmed).toBe(true);
+      });
+
+      it("an HMAC key rotation keeps the previous key with its grace deadline; a second one retires the first", async () => {
+        const k1 = Buffer.alloc(32, 1);
+        const k2 = Buffer.alloc(32, 2);
+        const k3 = Buffer.alloc(32, 3);
+        await executor(a.store, "ex_h", { hmacKey: k1 });
+        await a.store.rotateHmacKey("ex_h", k2, T0 + 5 * MIN);
+        expect(await (await another()).store.getHmacKeys("ex_h")).toEqual({ current: k2, previous: k1, previousUntil: T0 + 5 * MIN });
+        await a.store.rotateHmacKey("ex_h", k3, T0 + 9 * MIN);
+        expect(await a.store.getHmacKeys("ex_h")).toEqual({ current: k3, previous: k2, previousUntil: T0 + 9 * MIN });
+      });
+
+      it("the issuing CA follows certificate rotations", async () => {
+        await executor(a.store, "ex_v");
+        expect((await a.store.getExecutorAuth("ex_v"))?.certCaId).toBeNull();
+        await a.store.rotateCertificate("ex_v", { certFingerprint: tp("v2"), certIssuedAt: T0, certExpiresAt: T0 + 1, prevCertGraceUntil: T0 + MIN, certCaId: "ca_2" });
+        expect((await a.store.getExecutorAuth("ex_v"))?.certCaId).toBe("ca_2");
       });
 
       it("revocation happens once and shows in the auth state of every handle", async () => {
@@ -398,10 +417,141 @@ export function storeContract(name: string, freshBackend: () => Promise<Contract
         expect(await a.tasks.listTasks({ status: "failed", limit: 10 })).toHaveLength(2);
       });
     });
+
+    describe("the CA set", () => {
+      it("racing bootstraps (onlyIfEmpty) through two handles end with exactly one active CA", async () => {
+        const b = await another();
+        const results = await Promise.all(
+          Array.from({ length: 6 }, (_, i) => (i % 2 ? b : a).cas.insertCa(newCa(`ca_boot${i}`), { state: "active", onlyIfEmpty: true })),
+        );
+        expect(results.filter(Boolean)).toHaveLength(1);
+        const bundle = await b.cas.trustBundle();
+        expect(bundle.version).toBe(1);
+        expect(bundle.cas).toHaveLength(1);
+        expect(bundle.cas[0]).toMatchObject({ state: "active", addedInVersion: 1, activatedAt: T0, retiredAt: null, crossCertPem: null, lastIssuedNotAfter: 0 });
+        // The winner's key is the one stored, decrypted under the KEK; it is not in the record.
+        const winner = bundle.cas[0]!.id;
+        expect(await a.cas.caPrivateKey(winner)).toEqual(keyOf(winner));
+        expect(JSON.stringify(bundle)).not.toContain(keyOf(winner).toString("hex"));
+        await expect(a.cas.caPrivateKey("ca_nope")).rejects.toThrow();
+      });
+
+      it("one prepared CA at a time, one active; each insert bumps the version and records it as the CA's", async () => {
+        expect(await a.cas.insertCa(newCa("ca_1"), { state: "active" })).toBe(true);
+        expect(await a.cas.insertCa(newCa("ca_x"), { state: "active" })).toBe(false);
+        const b = await another();
+        const raced = await Promise.all([a.cas.insertCa(newCa("ca_2", "cross-2"), { state: "prepared" }), b.cas.insertCa(newCa("ca_3"), { state: "prepared" })]);
+        expect(raced.filter(Boolean)).toHaveLength(1);
+        const { version, cas } = await a.cas.trustBundle();
+        expect(version).toBe(2);
+        expect(cas.map((c) => [c.state, c.addedInVersion])).toEqual([["active", 1], ["prepared", 2]]);
+        expect(await a.cas.insertCa(newCa("ca_4"), { state: "prepared", onlyIfEmpty: true })).toBe(false);
+      });
+
+      it("activation is atomic: prepared → active and active → retired together, the version unchanged; only a prepared CA activates", async () => {
+        await a.cas.insertCa(newCa("ca_1"), { state: "active" });
+        await a.cas.insertCa(newCa("ca_2", "cross-2"), { state: "prepared" });
+        expect(await a.cas.activateCa("ca_1", T0 + MIN)).toBe(false);
+        expect(await a.cas.activateCa("ca_nope", T0 + MIN)).toBe(false);
+        const b = await another();
+        const raced = await Promise.all([a.cas.activateCa("ca_2", T0 + MIN), b.cas.activateCa("ca_2", T0 + MIN)]);
+        expect(raced.filter(Boolean)).toHaveLength(1);
+        const { version, cas } = await b.cas.trustBundle();
+        expect(version).toBe(2);
+        expect(cas).toMatchObject([
+          { id: "ca_1", state: "retired", retiredAt: T0 + MIN },
+          { id: "ca_2", state: "active", activatedAt: T0 + MIN, crossCertPem: "cross-2" },
+        ]);
+        expect(cas.filter((c) => c.state === "active")).toHaveLength(1);
+      });
+
+      it("only a retired CA is removed (version + 1), and its certificates go with it", async () => {
+        await a.cas.insertCa(newCa("ca_1"), { state: "active" });
+        await a.cas.recordIssued({ serialHex: "0a", caId: "ca_1", executorId: null, notAfter: T0 + MIN, issuedAt: T0 });
+        expect(await a.cas.removeCa("ca_1", T0)).toBe(false);
+        await a.cas.insertCa(newCa("ca_2"), { state: "prepared" });
+        expect(await a.cas.removeCa("ca_2", T0)).toBe(false);
+        await a.cas.activateCa("ca_2", T0);
+        expect(await a.cas.removeCa("ca_1", T0 + 2 * MIN)).toBe(true);
+        expect(await a.cas.removeCa("ca_1", T0 + 2 * MIN)).toBe(false);
+        const { version, cas } = await (await another()).cas.trustBundle();
+        expect([version, cas.map((c) => c.id)]).toEqual([3, ["ca_2"]]);
+        await expect(a.cas.caPrivateKey("ca_1")).rejects.toThrow();
+        // A CA of that id may come back without inheriting the old certificates.
+        await a.cas.insertCa(newCa("ca_1"), { state: "prepared" });
+        expect((await a.cas.trustBundle()).cas.find((c) => c.id === "ca_1")?.lastIssuedNotAfter).toBe(0);
+      });
+
+      it("an issued certificate raises its CA's lastIssuedNotAfter, never lowers it", async () => {
+        await a.cas.insertCa(newCa("ca_1"), { state: "active" });
+        await a.cas.recordIssued({ serialHex: "01", caId: "ca_1", executorId: "ex_a", notAfter: T0 + 60 * MIN, issuedAt: T0 });
+        await a.cas.recordIssued({ serialHex: "02", caId: "ca_1", executorId: "ex_b", notAfter: T0 + 10 * MIN, issuedAt: T0 });
+        expect((await a.cas.trustBundle()).cas[0]?.lastIssuedNotAfter).toBe(T0 + 60 * MIN);
+      });
+
+      it("revoked serials: the unexpired certificates of that CA issued to revoked executors, with the revocation time", async () => {
+        await a.cas.insertCa(newCa("ca_1"), { state: "active" });
+        await a.cas.insertCa(newCa("ca_2"), { state: "prepared" });
+        for (const id of ["ex_live", "ex_gone", "ex_old"]) await executor(a.store, id);
+        const issue = (serialHex: string, caId: string, executorId: string | null, notAfter: number) =>
+          a.cas.recordIssued({ serialHex, caId, executorId, notAfter, issuedAt: T0 });
+        await issue("AA01", "ca_1", "ex_live", T0 + 60 * MIN);
+        await issue("AA02", "ca_1", "ex_gone", T0 + 60 * MIN);
+        await issue("AA03", "ca_2", "ex_gone", T0 + 60 * MIN);
+        await issue("AA04", "ca_1", "ex_old", T0 + 60 * MIN);
+        await issue("AA05", "ca_1", null, T0 + 60 * MIN);
+        expect(await a.cas.revokedSerials("ca_1", T0)).toEqual([]);
+        await a.store.revokeExecutor("ex_gone", T0 + MIN);
+        await a.store.revokeExecutor("ex_old", T0 + 2 * MIN);
+        // ex_old's certificate expires first: it leaves the list when it does.
+        await issue("AA06", "ca_1", "ex_old", T0 + 5 * MIN);
+        const b = await another();
+        expect(await b.cas.revokedSerials("ca_1", T0 + 3 * MIN)).toEqual([
+          { serialHex: "aa02", revokedAt: T0 + MIN }, { serialHex: "aa04", revokedAt: T0 + 2 * MIN }, { serialHex: "aa06", revokedAt: T0 + 2 * MIN },
+        ]);
+        expect(await b.cas.revokedSerials("ca_2", T0 + 3 * MIN)).toEqual([{ serialHex: "aa03", revokedAt: T0 + MIN }]);
+        expect((await b.cas.revokedSerials("ca_1", T0 + 5 * MIN)).map((r) => r.serialHex)).toEqual(["aa02", "aa04"]);
+        expect(await b.cas.revokedSerials("ca_1", T0 + 60 * MIN)).toEqual([]);
+      });
+
+      it("CRL numbers strictly grow, per CA, across handles", async () => {
+        await a.cas.insertCa(newCa("ca_1"), { state: "active" });
+        await a.cas.insertCa(newCa("ca_2"), { state: "prepared" });
+        const b = await another();
+        const numbers = await Promise.all(Array.from({ length: 10 }, (_, i) => (i % 2 ? b : a).cas.nextCrlNumber("ca_1")));
+        expect([...numbers].sort((x, y) => x - y)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        expect(await a.cas.nextCrlNumber("ca_1")).toBe(11);
+        expect(await b.cas.nextCrlNumber("ca_2")).toBe(1);
+        await expect(a.cas.nextCrlNumber("ca_nope")).rejects.toThrow();
+      });
+
+      it("bundle versions: what each executor reported (only ever raised), when it was seen, whether it is revoked", async () => {
+        await executor(a.store, "ex_new");
+        await executor(a.store, "ex_v3");
+        await a.store.recordHeartbeat("ex_v3", "ready", T0 + MIN, 3);
+        await a.store.recordHeartbeat("ex_v3", "ready", T0 + 2 * MIN, 2);
+        await a.store.revokeExecutor("ex_new", T0 + 2 * MIN);
+        expect(await (await another()).cas.bundleVersions()).toEqual([
+          { id: "ex_new", version: null, lastSeenAt: T0, revoked: true },
+          { id: "ex_v3", version: 3, lastSeenAt: T0 + 2 * MIN, revoked: false },
+        ]);
+      });
+    });
   });
 }
 
 // ---- fixtures --------------------------------------------------------------------
+
+/** A CA's private key in these tests: 32 bytes derived from its id (the store treats it as opaque). */
+const keyOf = (id: string) => Buffer.from(createHash("sha256").update(id).digest());
+
+/** A CA as the store sees it: opaque PEM and fingerprint strings, distinct per id. */
+function newCa(id: string, crossCertPem: string | null = null): NewCa {
+  return {
+    id, certPem: `cert-${id}`, fingerprint: `fp-${id}` as CaFingerprint, keyType: "ed25519", notBefore: T0 - MIN, notAfter: T0 + 600 * MIN,
+    crossCertPem, privateKey: keyOf(id), now: T0,
+  };
+}
 
 async function token(store: Store, o: { id?: string; maxUses?: number; expiresAt?: number; labels?: Record<string, string> } = {}): Promise<string> {
   const id = o.id ?? "enr_" + randomUUID();
@@ -421,7 +571,7 @@ function enroll(store: Store, tokenHash: string, id: string, o: { labels?: Recor
 }
 
 /** An enrolled executor, last seen at T0. */
-async function executor(store: Store, id: string, o: { labels?: Record<string, string>; capacity?: number } = {}): Promise<void> {
+async function executor(store: Store, id: string, o: { labels?: Record<string, string>; capacity?: number; hmacKey?: Buffer } = {}): Promise<void> {
   const r = await enroll(store, await token(store), id, o);
   expect(r.ok).toBe(true);
 }

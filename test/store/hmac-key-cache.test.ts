@@ -29,12 +29,17 @@ describe("HmacKeyCache", () => {
     const cached = new HmacKeyCache(inner);
     // Writes go through the wrapper to the store.
     expect(await cached.enrollExecutor("h", { id: "ex_1", name: "one", labels: {}, capacity: 1, certFingerprint: tp("fp"), certIssuedAt: 0, certExpiresAt: 1, hmacKey: key, now: Date.now() })).toMatchObject({ ok: true });
-    const reads = vi.spyOn(inner, "getHmacKey");
-    expect(await cached.getHmacKey("ex_1")).toEqual(key);
-    expect(await cached.getHmacKey("ex_1")).toEqual(key);
-    expect(await cached.getHmacKey("ex_2")).toBeUndefined();
-    expect(await cached.getHmacKey("ex_2")).toBeUndefined();
+    const reads = vi.spyOn(inner, "getHmacKeys");
+    expect((await cached.getHmacKeys("ex_1"))?.current).toEqual(key);
+    expect((await cached.getHmacKeys("ex_1"))?.current).toEqual(key);
+    expect(await cached.getHmacKeys("ex_2")).toBeUndefined();
+    expect(await cached.getHmacKeys("ex_2")).toBeUndefined();
     expect(reads.mock.calls.map(([id]) => id)).toEqual(["ex_1", "ex_2", "ex_2"]);
     expect((await cached.getExecutor("ex_1"))?.name).toBe("one");
+    // A rotation through the cache evicts: the next read sees the new key and the previous one.
+    const next = Buffer.alloc(32, 9);
+    await cached.rotateHmacKey("ex_1", next, Date.now() + 60_000);
+    expect(await cached.getHmacKeys("ex_1")).toMatchObject({ current: next, previous: key });
+    expect(reads.mock.calls.map(([id]) => id)).toEqual(["ex_1", "ex_2", "ex_2", "ex_1"]);
   });
 });

@@ -184,6 +184,6 @@ describe("sqlite store", () => {
       if (existsSync(path)) expect(readFileSync(path).includes(key), f).toBe(false);
     }
     expect(raw.prepare(`SELECT length(hmac_key_enc) FROM executors WHERE id = 'ex_k'`).pluck().get()).toBe(1 + 12 + 16 + 32);
-    expect(await h.store.getHmacKey("ex_k")).toEqual(key);
+    expect((await h.store.getHmacKeys("ex_k"))?.current).toEqual(key);
   });
 });

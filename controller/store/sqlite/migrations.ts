@@ -148,6 +148,82 @@ export const migrations: Migration[] = [
     // the current one may (PROTOCOL §7.4, docs/protocol.md). Existing rows count as used.
     sql: `ALTER TABLE executors ADD COLUMN cert_confirmed INTEGER NOT NULL DEFAULT 1;`,
   },
+  {
+    version: 6,
+    name: "rotating HMAC keys, adoption of the trust bundle, the JWT key ring",
+    // The previous HMAC key stays accepted for the grace window after a rotation (PROTOCOL
+    // §7.4); what bundle version each executor holds, and which CA issued its certificate
+    // (§7.2); the JWT signing keys, private halves encrypted under the KEK like HMAC keys.
+    // At most one active and one next key: partial unique indexes make that a constraint.
+    sql: `
+      ALTER TABLE executors ADD COLUMN prev_hmac_key_enc BLOB;
+      ALTER TABLE executors ADD COLUMN prev_hmac_until INTEGER;
+      ALTER TABLE executors ADD COLUMN trust_bundle_version INTEGER;
+      ALTER TABLE executors ADD COLUMN cert_ca_id TEXT;
+      CREATE TABLE jwt_keys (
+        kid              TEXT PRIMARY KEY,
+        state            TEXT NOT NULL CHECK (state IN ('next', 'active', 'retired')),
+        public_key       BLOB NOT NULL,
+        private_key_enc  BLOB NOT NULL,
+        created_at       INTEGER NOT NULL,
+        signs_from       INTEGER NOT NULL,
+        activated_at     INTEGER,
+        retired_at       INTEGER
+      );
+      CREATE UNIQUE INDEX jwt_keys_one_active ON jwt_keys (state) WHERE state = 'active';
+      CREATE UNIQUE INDEX jwt_keys_one_next ON jwt_keys (state) WHERE state = 'next';
+    `,
+  },
+  {
+    version: 7,
+    name: "the CA set: CAs, the certificates they issued, the trust bundle version",
+    // PROTOCOL §7.1/§7.5. Private keys encrypted under the KEK (AAD `ca:<id>`). At most one
+    // active and one prepared CA: partial unique indexes make that a constraint. Issued
+    // certificates feed the CRLs and tell when a retired CA may leave the bundle; they go
+    // with their CA. The bundle version is one row.
+    sql: `
+      CREATE TABLE cas (
+        id                     TEXT PRIMARY KEY,
+        cert_pem               TEXT NOT NULL,
+        fingerprint            TEXT NOT NULL UNIQUE,
+        key_type               TEXT NOT NULL CHECK (key_type IN ('ed25519', 'p256')),
+        state                  TEXT NOT NULL CHECK (state IN ('prepared', 'active', 'retired')),
+        not_before             INTEGER NOT NULL,
+        not_after              INTEGER NOT NULL,
+        created_at             INTEGER NOT NULL,
+        activated_at           INTEGER,
+        retired_at             INTEGER,
+        added_in_version       INTEGER NOT NULL,
+        cross_cert_pem         TEXT,
+        last_issued_not_after  INTEGER NOT NULL DEFAULT 0,
+        private_key_enc        BLOB NOT NULL,
+        crl_number             INTEGER NOT NULL DEFAULT 0
+      );
+      CREATE UNIQUE INDEX cas_one_active ON cas (state) WHERE state = 'active';
+      CREATE UNIQUE INDEX cas_one_prepared ON cas (state) WHERE state = 'prepared';
+      CREATE TABLE certificates (
+        ca_id        TEXT NOT NULL REFERENCES cas (id) ON DELETE CASCADE,
+        serial       TEXT NOT NULL,
+        executor_id  TEXT,
+        not_after    INTEGER NOT NULL,
+        issued_at    INTEGER NOT NULL,
+        PRIMARY KEY (ca_id, serial)
+      ) WITHOUT ROWID;
+      CREATE INDEX certificates_executor ON certificates (executor_id, not_after);
+      CREATE TABLE trust_bundle (
+        singleton  INTEGER PRIMARY KEY CHECK (singleton = 1),
+        version    INTEGER NOT NULL
+      );
+      INSERT INTO trust_bundle (singleton, version) VALUES (1, 0);
+    `,
+  },
+  {
+    version: 8,
+    name: "the running controller's settings, for other processes on the data dir",
+    // A CLI command on the data dir (\`tether ca rotate\`, \`executors list\`…) must act with the
+    // controller's --ca-ttl, --jwt-ttl, heartbeat interval…, not with its own defaults.
+    sql: `CREATE TABLE controller_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at INTEGER NOT NULL);`,
+  },
 ];
 
 /**

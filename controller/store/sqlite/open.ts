@@ -12,6 +12,8 @@ import { failClosed } from "../unavailable.ts";
 import { isSqliteOutage } from "./outage.ts";
 import { DB_FILE, DEFAULT_BUSY_TIMEOUT_MS, SqliteStore } from "./sqlite-store.ts";
 import { SqliteTaskStore } from "./sqlite-task-store.ts";
+import { SqliteCaStore } from "./ca-store.ts";
+import { SqliteJwtKeyStore } from "./jwt-key-store.ts";
 import { BACKSTOP_AUTOCHECKPOINT_PAGES, WalCheckpointer } from "./wal-checkpointer.ts";
 
 /** The database and the files SQLite keeps beside it. */
@@ -33,11 +35,14 @@ export async function openSqliteStore(config: Pick<StoreConfig, "dataDir" | "cre
   ensurePrivateDir(config.dataDir);
   restrictDatabaseFiles(config.dataDir);
   const busyTimeoutMs = config.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
-  const sqlite = new SqliteStore(path, KeyEncryptor.loadOrCreate(config.dataDir), busyTimeoutMs);
+  const keys = KeyEncryptor.loadOrCreate(config.dataDir);
+  const sqlite = new SqliteStore(path, keys, busyTimeoutMs);
   const background: StoreBackground | undefined = config.background;
   const report = background?.onOutage;
   const store = failClosed(sqlite, isSqliteOutage, report);
   const tasks = failClosed(new SqliteTaskStore(sqlite.db), isSqliteOutage, report);
+  const cas = failClosed(new SqliteCaStore(sqlite.db, keys), isSqliteOutage, report);
+  const jwtKeys = failClosed(new SqliteJwtKeyStore(sqlite.db, keys), isSqliteOutage, report);
   let checkpointer: WalCheckpointer | undefined;
   if (background) {
     // WAL checkpoints (with their fsync) move off the event loop; see wal-checkpointer.ts.
@@ -49,6 +54,8 @@ export async function openSqliteStore(config: Pick<StoreConfig, "dataDir" | "cre
   return {
     store,
     tasks,
+    cas,
+    jwtKeys,
     async close() {
       await checkpointer?.stop();
       await sqlite.close();

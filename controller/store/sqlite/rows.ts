@@ -16,11 +16,12 @@ export interface ExecutorRow {
   cert_fp: CertThumbprint; cert_issued_at: number; cert_expires_at: number; prev_cert_fp: CertThumbprint | null;
   prev_cert_grace_until: number | null; created_at: number; last_seen_at: number | null;
   revoked_at: number | null; drain: number; enrollment_token_id: string | null; cert_confirmed: number;
+  trust_bundle_version: number | null; cert_ca_id: string | null;
 }
 export type ExecutorAuthRow = Pick<
   ExecutorRow,
   | "id" | "epoch" | "cert_fp" | "prev_cert_fp" | "prev_cert_grace_until" | "cert_issued_at" | "cert_expires_at" | "drain"
-  | "revoked_at" | "cert_confirmed"
+  | "revoked_at" | "cert_confirmed" | "cert_ca_id"
 >;
 export interface TokenRow {
   id: string; token_hash: string; created_at: number; expires_at: number; max_uses: number;
@@ -53,7 +54,7 @@ export function toExecutorAuth(r: ExecutorAuthRow): ExecutorAuthState {
   return {
     id: r.id, epoch: r.epoch, certFingerprint: r.cert_fp, prevCertFingerprint: r.prev_cert_fp,
     prevCertGraceUntil: r.prev_cert_grace_until, certIssuedAt: r.cert_issued_at, certExpiresAt: r.cert_expires_at,
-    drain: r.drain === 1, revoked: r.revoked_at !== null, certConfirmed: r.cert_confirmed === 1,
+    drain: r.drain === 1, revoked: r.revoked_at !== null, certConfirmed: r.cert_confirmed === 1, certCaId: r.cert_ca_id,
   };
 }
 

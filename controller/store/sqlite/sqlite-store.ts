@@ -6,6 +6,7 @@ import Database from "better-sqlite3";
 import { migrate } from "./migrations.ts";
 import type { KeyEncryptor } from "../key-encryption.ts";
 import { GroupCommit } from "./group-commit.ts";
+import { durably } from "./durably.ts";
 import { denyReason, toApiToken, toExecutor, toExecutorAuth, toToken } from "./rows.ts";
 import { prepareStoreStatements, type StoreStatements } from "./store-statements.ts";
 import type {
@@ -15,6 +16,7 @@ import type {
   ExecutorAuthState,
   ExecutorRecord,
   ExecutorRunStatus,
+  HmacKeys,
   NewExecutor,
   Store,
   TokenDenyReason,
@@ -65,7 +67,7 @@ export class SqliteStore implements Store {
     return this.s.listTokens.all().map(toToken);
   }
   async revokeEnrollmentToken(id: string, now: number): Promise<boolean> {
-    return this.durably(() => this.s.revokeToken.run(now, id).changes === 1);
+    return durably(this.db, () => this.s.revokeToken.run(now, id).changes === 1);
   }
   async checkEnrollmentToken(tokenHash: string, now: number): Promise<TokenCheck> {
     const row = this.s.tokenByHash.get(tokenHash);
@@ -75,14 +77,14 @@ export class SqliteStore implements Store {
   }
   async enrollExecutor(tokenHash: string, e: NewExecutor): Promise<EnrollResult> {
     const hmacKeyEnc = this.keys.encrypt(e.hmacKey, `executor:${e.id}`);
-    return this.durably(() => this.db.transaction((): EnrollResult => {
+    return durably(this.db, () => this.db.transaction((): EnrollResult => {
       const consumed = this.s.consumeToken.run(tokenHash, e.now).changes === 1;
       const token = this.s.tokenByHash.get(tokenHash);
       if (!consumed || !token) return { ok: false, reason: denyReason(token, e.now) ?? "used_up" };
       this.s.insertExecutor.run({
         id: e.id, name: e.name, labels: JSON.stringify(e.labels), capacity: e.capacity,
         certFingerprint: e.certFingerprint, certIssuedAt: e.certIssuedAt, certExpiresAt: e.certExpiresAt,
-        hmacKeyEnc, now: e.now, tokenId: token.id,
+        hmacKeyEnc, now: e.now, tokenId: token.id, certCaId: e.certCaId ?? null,
       });
       return { ok: true, tokenId: token.id };
     }).immediate());
@@ -90,7 +92,7 @@ export class SqliteStore implements Store {
 
   async insertApiToken(t: ApiTokenRecord, opts: { onlyIfNoActiveAdmin?: boolean } = {}): Promise<boolean> {
     const row = { id: t.id, name: t.name, role: t.role, tokenHash: t.tokenHash, createdAt: t.createdAt, createdBy: t.createdBy, expiresAt: t.expiresAt };
-    return this.durably(() => this.db.transaction(() => {
+    return durably(this.db, () => this.db.transaction(() => {
       if (opts.onlyIfNoActiveAdmin && this.s.activeAdmin.get(t.createdAt)) return false;
       this.s.insertApiToken.run(row);
       return true;
@@ -108,7 +110,7 @@ export class SqliteStore implements Store {
     return this.s.listApiTokens.all().map(toApiToken);
   }
   async revokeApiToken(id: string, now: number): Promise<boolean> {
-    return this.durably(() => this.s.revokeApiToken.run(now, id).changes === 1);
+    return durably(this.db, () => this.s.revokeApiToken.run(now, id).changes === 1);
   }
   async touchApiToken(id: string, ip: string, now: number): Promise<{ previousIp: string | null }> {
     return this.db.transaction(() => {
@@ -130,26 +132,33 @@ export class SqliteStore implements Store {
     return this.s.listExecutors.all().map(toExecutor);
   }
   /** Decrypts on every call; openStore wraps the store in a cache (hmac-key-cache.ts). */
-  async getHmacKey(id: string): Promise<Buffer | undefined> {
+  async getHmacKeys(id: string): Promise<HmacKeys | undefined> {
     const r = this.s.getHmac.get(id);
-    return r && this.keys.decrypt(r.hmac_key_enc, `executor:${id}`);
+    if (!r) return undefined;
+    const aad = `executor:${id}`;
+    const previous = r.prev_hmac_key_enc === null ? null : this.keys.decrypt(r.prev_hmac_key_enc, aad);
+    return { current: this.keys.decrypt(r.hmac_key_enc, aad), previous, previousUntil: previous === null ? null : r.prev_hmac_until };
+  }
+  async rotateHmacKey(id: string, key: Buffer, previousUntil: number): Promise<void> {
+    const keyEnc = this.keys.encrypt(key, `executor:${id}`);
+    durably(this.db, () => this.s.rotateHmac.run({ id, keyEnc, previousUntil }));
   }
   async rotateCertificate(id: string, rot: CertRotation): Promise<void> {
-    this.durably(() => this.s.rotateCert.run({ id, ...rot }));
+    durably(this.db, () => this.s.rotateCert.run({ id, ...rot, certCaId: rot.certCaId ?? null }));
   }
   async confirmCertificate(id: string, fingerprint: CertThumbprint): Promise<void> {
     this.s.confirmCert.run(id, fingerprint);
   }
   async bumpEpoch(id: string): Promise<number> {
-    const r = this.durably(() => this.s.bumpEpoch.get(id));
+    const r = durably(this.db, () => this.s.bumpEpoch.get(id));
     if (!r) throw new Error(`unknown executor ${id}`);
     return r.epoch;
   }
-  async recordHeartbeat(id: string, status: ExecutorRunStatus, now: number): Promise<void> {
-    await this.group.write(() => this.s.heartbeat.run(status, now, id));
+  async recordHeartbeat(id: string, status: ExecutorRunStatus, now: number, trustBundleVersion?: number): Promise<void> {
+    await this.group.write(() => this.s.heartbeat.run(status, now, trustBundleVersion ?? null, id));
   }
   async revokeExecutor(id: string, now: number): Promise<boolean> {
-    return this.durably(() => this.s.revoke.run(now, id).changes === 1);
+    return durably(this.db, () => this.s.revoke.run(now, id).changes === 1);
   }
   async setDrain(id: string, drain: boolean): Promise<boolean> {
     return this.s.setDrain.run(drain ? 1 : 0, id).changes === 1;
@@ -173,13 +182,13 @@ export class SqliteStore implements Store {
    * though the connection runs synchronous=NORMAL (docs/security.md). Heartbeat writes
    * are not: their fsync would stall every request in flight.
    */
-  private durably<T>(write: () => T): T {
-    this.db.pragma("synchronous = FULL");
-    try {
-      return write();
-    } finally {
-      this.db.pragma("synchronous = NORMAL");
-    }
+  async readSettings(): Promise<Record<string, string>> {
+    return Object.fromEntries(this.s.readSettings.all().map((r) => [r.name, r.value]));
+  }
+  async writeSettings(values: Record<string, string>, now: number): Promise<void> {
+    this.db.transaction(() => {
+      for (const [name, value] of Object.entries(values)) this.s.writeSetting.run(name, value, now);
+    }).immediate();
   }
 
   async close(): Promise<void> {
