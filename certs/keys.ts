@@ -38,10 +38,23 @@ export async function privateKeyToPem(key: CryptoKey): Promise<string> {
 
 /** Reads a PKCS#8 PEM private key, telling its algorithm from the key itself. */
 export async function importPrivateKeyPem(pem: string): Promise<{ key: CryptoKey; alg: KeyAlgorithmName }> {
-  const ko = createPrivateKey(pem);
+  return importPrivateKey(createPrivateKey(pem));
+}
+
+/** Reads a PKCS#8 DER private key (as the store keeps CA keys), telling its algorithm from the key itself. */
+export async function importPrivateKeyDer(der: Buffer): Promise<{ key: CryptoKey; alg: KeyAlgorithmName }> {
+  return importPrivateKey(createPrivateKey({ key: der, format: "der", type: "pkcs8" }));
+}
+
+async function importPrivateKey(ko: KeyObject): Promise<{ key: CryptoKey; alg: KeyAlgorithmName }> {
   const alg = keyAlgorithmOf(ko);
   if (!alg) throw new Error(`unsupported private key type ${ko.asymmetricKeyType}`);
   const der = ko.export({ type: "pkcs8", format: "der" });
   const key = await subtle.importKey("pkcs8", der, generationParams(alg) as EcKeyImportParams, false, ["sign"]);
   return { key, alg };
+}
+
+/** PKCS#8 DER of an extractable private key. */
+export async function privateKeyToDer(key: CryptoKey): Promise<Buffer> {
+  return Buffer.from(await subtle.exportKey("pkcs8", key));
 }

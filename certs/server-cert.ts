@@ -1,7 +1,7 @@
 /**
  * The controller's TLS server certificate (`server.pem`, `server.key`): issued by
- * the CA for the configured SANs, re-issued when missing, mismatched, issued by
- * another CA, for other SANs, or due for renewal.
+ * the active CA for the configured SANs, re-issued when missing, mismatched, issued by
+ * another CA (after a CA activation), for other SANs, or due for renewal.
  *
  * Crash safety: the key is written before the certificate, each atomically. A crash
  * in between leaves a new key next to the old certificate; the next load sees that
@@ -25,6 +25,8 @@ export interface ServerCredentials {
   keyPem: string;
   notAfter: Date;
   notBefore: Date;
+  /** Lowercase hex. */
+  serialHex: string;
 }
 
 /** True when less than `fraction` of the certificate's lifetime is left (or it is not valid at `now`). */
@@ -74,7 +76,7 @@ function loadExisting(dataDir: string, ca: Ca, sans: string[]): ServerCredential
     if (!cert.checkIssued(caCert) || !cert.verify(caCert.publicKey)) return undefined;
     if (!cert.checkPrivateKey(createPrivateKey(keyPem))) return undefined;
     if (presentSanSet(cert.subjectAltName) !== requestedSanSet(sans)) return undefined;
-    return { certPem, keyPem, notBefore: new Date(cert.validFrom), notAfter: new Date(cert.validTo) };
+    return { certPem, keyPem, notBefore: new Date(cert.validFrom), notAfter: new Date(cert.validTo), serialHex: cert.serialNumber.toLowerCase() };
   } catch {
     return undefined;
   }
@@ -91,5 +93,8 @@ export async function loadOrCreateServerCert(
   const issued = await issueServerCert(ca, { sans: opts.sans, ttlSeconds: opts.ttlSeconds ?? DEFAULT_SERVER_CERT_TTL_SECONDS });
   writeFileAtomic(join(dataDir, SERVER_KEY_FILE), issued.keyPem);
   writeFileAtomic(join(dataDir, SERVER_CERT_FILE), issued.pem, 0o644);
-  return { creds: { certPem: issued.pem, keyPem: issued.keyPem, notBefore: issued.notBefore, notAfter: issued.notAfter }, issued: true };
+  return {
+    creds: { certPem: issued.pem, keyPem: issued.keyPem, notBefore: issued.notBefore, notAfter: issued.notAfter, serialHex: issued.serialHex },
+    issued: true,
+  };
 }

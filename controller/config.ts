@@ -16,8 +16,14 @@ export interface ControllerConfig extends NetworkBounds {
   env: TetherEnv;
   trustDomain: string;
   caKeyType: CaKeyType;
+  /** A CA's lifetime (`--ca-ttl`): new CAs live this long; the schedule prepares at ½ and activates at ⅙ of it left (PROTOCOL §7.2). */
+  caTtlSeconds: number;
+  /** How often the running controller looks for a change of the CA set made by another process (the CLI on the data dir). */
+  trustPollMs: number;
   certTtlSeconds: number;
   jwtTtlSeconds: number;
+  /** How long a JWT signing key signs before the schedule rotates it (`--jwt-key-ttl`, PROTOCOL §7.3). */
+  jwtKeyTtlSeconds: number;
   heartbeatIntervalSeconds: number;
   serverCertTtlSeconds: number;
   /** How often the server certificate is checked for renewal. */
@@ -59,8 +65,11 @@ export function defaultConfig(dataDir: string, overrides: Partial<ControllerConf
     env: "production",
     trustDomain: process.env.TETHER_TRUST_DOMAIN || DEFAULT_TRUST_DOMAIN,
     caKeyType: "ed25519",
+    caTtlSeconds: 8760 * 3600,
+    trustPollMs: 1000,
     certTtlSeconds: 24 * 3600,
     jwtTtlSeconds: 15 * 60,
+    jwtKeyTtlSeconds: 720 * 3600,
     heartbeatIntervalSeconds: 10,
     serverCertTtlSeconds: 30 * 24 * 3600,
     serverCertCheckMs: 3600_000,

@@ -3,10 +3,8 @@
  * the domain services over them. Shared by `controller start` and the CLI commands
  * that act on a data dir while the controller runs.
  */
-import { X509Certificate } from "node:crypto";
+import type { X509Certificate } from "node:crypto";
 import { ensurePrivateDir } from "../shared/secure-fs.ts";
-import { loadOrCreateCa, type Ca } from "../certs/ca.ts";
-import { loadOrCreateJwtKey, type JwtSigningKey } from "../certs/jwt-key.ts";
 import type { ControllerConfig } from "./config.ts";
 import { openStore, type StoreBackground } from "./store/open-store.ts";
 import type { Store } from "./store/types.ts";
@@ -16,15 +14,21 @@ import { ApiTokens } from "./domain/api-tokens.ts";
 import { ExecutorJwt } from "./domain/jwt.ts";
 import { ExecutorService } from "./domain/executors.ts";
 import { RateLimiter } from "./domain/rate-limit.ts";
+import { JwtKeyRing } from "./domain/trust/jwt-ring.ts";
+import { adoptSettings, publishSettings } from "./settings.ts";
 import { TaskService } from "./domain/tasks.ts";
 import { ExecutorAuthenticator } from "./domain/executor-authenticator.ts";
+import { CaSet } from "./domain/trust/ca-set.ts";
+import type { Bootstrap } from "./domain/trust/bootstrap.ts";
 
 export interface ControllerContext {
   config: ControllerConfig;
   store: Store;
   audit: Audit;
-  ca: Ca;
-  jwtKey: JwtSigningKey;
+  /** The CA set: the trust bundle, the active CA, rotation (PROTOCOL §7). */
+  cas: CaSet;
+  /** The JWT key ring (PROTOCOL §7.3). */
+  jwtKeys: JwtKeyRing;
   jwt: ExecutorJwt;
   /** The guard chain's domain side (PROTOCOL §3.2). */
   auth: ExecutorAuthenticator;
@@ -38,19 +42,19 @@ export interface ControllerContext {
 }
 
 export async function openControllerContext(
-  config: ControllerConfig,
+  given: ControllerConfig,
   opts: { create: boolean; actor: string; onAuditError?: (e: unknown) => void; storeBackground?: StoreBackground },
-): Promise<ControllerContext & { caCreated: boolean }> {
+): Promise<ControllerContext & { caBootstrap: Bootstrap }> {
   // First: with create false and no state yet it refuses before anything is written.
   const backend = await openStore({
-    dataDir: config.dataDir, create: opts.create, busyTimeoutMs: config.storeBusyTimeoutMs, background: opts.storeBackground,
+    dataDir: given.dataDir, create: opts.create, busyTimeoutMs: given.storeBusyTimeoutMs, background: opts.storeBackground,
   });
   const { store } = backend;
-  let ca: Ca, created: boolean, jwtKey: JwtSigningKey;
+  // The running controller (the one with background duties) publishes its settings; anyone else on the data dir adopts them.
+  let config = given;
   try {
-    ensurePrivateDir(config.dataDir);
-    ({ ca, created } = await loadOrCreateCa(config.dataDir, { keyType: config.caKeyType, trustDomain: config.trustDomain }));
-    jwtKey = await loadOrCreateJwtKey(config.dataDir);
+    if (opts.storeBackground) await publishSettings(store, given);
+    else config = await adoptSettings(store, given);
   } catch (e) {
     await backend.close();
     throw e;
@@ -61,23 +65,35 @@ export async function openControllerContext(
     rotation: opts.storeBackground ? { maxBytes: config.auditMaxBytes, maxFiles: config.auditMaxFiles } : undefined,
     aggregation: { windowMs: config.auditWindowMs, maxKinds: config.auditMaxKinds },
   });
-  const jwt = new ExecutorJwt(jwtKey, config.trustDomain, config.jwtTtlSeconds);
-  const caCerts = [new X509Certificate(ca.certPem)];
+  let cas: CaSet, caBootstrap: Bootstrap, jwtKeys: JwtKeyRing;
+  try {
+    ensurePrivateDir(config.dataDir);
+    ({ set: cas, bootstrap: caBootstrap } = await CaSet.open(backend.cas, audit, {
+      dataDir: config.dataDir, trustDomain: config.trustDomain, keyType: config.caKeyType, caTtlSeconds: config.caTtlSeconds,
+      heartbeatIntervalSeconds: config.heartbeatIntervalSeconds,
+    }));
+    jwtKeys = await JwtKeyRing.open(backend.jwtKeys, config.dataDir, { jwtTtlSeconds: config.jwtTtlSeconds, keyTtlSeconds: config.jwtKeyTtlSeconds }, audit);
+  } catch (e) {
+    await backend.close();
+    audit.close();
+    throw e;
+  }
+  const jwt = new ExecutorJwt(jwtKeys, config.trustDomain, config.jwtTtlSeconds);
   // Dispatch is the executor lifecycle's lease ledger: heartbeats, epoch changes and revocations reach it.
   const tasks = new TaskService(backend.tasks, audit, config.heartbeatIntervalSeconds);
-  const executors = new ExecutorService(store, audit, () => ca, jwt, {
+  const executors = new ExecutorService(store, audit, cas, jwt, {
     trustDomain: config.trustDomain,
     certTtlSeconds: config.certTtlSeconds,
     jwtTtlSeconds: config.jwtTtlSeconds,
     heartbeatIntervalSeconds: config.heartbeatIntervalSeconds,
   }, tasks);
   return {
-    config, store, audit, ca, jwtKey, jwt, executors, tasks, caCreated: created,
+    config, store, audit, cas, jwtKeys, jwt, executors, tasks, caBootstrap,
     auth: new ExecutorAuthenticator(store, jwt),
     enrollment: new EnrollmentTokens(store, audit),
     apiTokens: new ApiTokens(store, audit),
     registerLimiter: new RateLimiter(config.registerBurst, config.registerPerSecond),
-    trust: () => ({ caCerts, trustDomain: config.trustDomain }),
+    trust: () => ({ caCerts: cas.caCerts(), trustDomain: config.trustDomain }),
     async close() {
       await backend.close();
       audit.close();

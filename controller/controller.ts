@@ -1,6 +1,10 @@
 /**
  * A running controller: state opened from the data dir, the HTTPS server, and the
- * housekeeping timers (nonce pruning, JWT cache pruning, server certificate renewal).
+ * housekeeping timers (nonce pruning, JWT cache pruning, server certificate renewal, the
+ * CA set's reload and schedule). The TLS context follows the CA set: the bundle is the
+ * `ca` the server requests client certificates with, and on an activation (here or by
+ * another process) the server certificate is re-issued by the new CA and served at once,
+ * followed by the new CA cross-signed by the previous one.
  */
 import type { FastifyInstance } from "fastify";
 import type { AddressInfo } from "node:net";
@@ -8,15 +12,19 @@ import type { Server as HttpsServer } from "node:https";
 import { loadOrCreateServerCert, serverCertNeedsRenewal, type ServerCredentials } from "../certs/server-cert.ts";
 import type { ControllerConfig } from "./config.ts";
 import { openControllerContext, type ControllerContext } from "./context.ts";
-import { buildServer, tlsContextOptions } from "./http/server.ts";
+import { buildServer, tlsContextOptions, type TlsMaterial } from "./http/server.ts";
+import type { Bootstrap } from "./domain/trust/bootstrap.ts";
+import { caCheckIntervalMs } from "./domain/trust/schedule.ts";
+import { ErrorCode, TetherError } from "../shared/errors.ts";
 
 export interface RunningController {
   url: string;
   port: number;
   ctx: ControllerContext;
   app: FastifyInstance;
+  /** The active CA's fingerprint at start. */
   caFingerprint: string;
-  caCreated: boolean;
+  caBootstrap: Bootstrap;
   /** Checks the server certificate now and swaps it in without a restart when due. */
   renewServerCertIfDue(): Promise<boolean>;
   serverCredentials(): ServerCredentials;
@@ -36,10 +44,31 @@ export async function startController(config: ControllerConfig): Promise<Running
   };
   const ctx = await openControllerContext(config, { create: true, actor: "controller", storeBackground });
   let creds: ServerCredentials;
+  /** The CA that issued `creds`. */
+  let serverCaId = "";
   const timers: NodeJS.Timeout[] = [];
+  const tls = (): TlsMaterial => ({ key: creds.keyPem, cert: creds.certPem + ctx.cas.serverChainPem(), ca: ctx.cas.bundlePem() });
+  /** Server certificate work, one at a time: a renewal and an activation never interleave their files. */
+  let serverCertWork: Promise<unknown> = Promise.resolve();
+  const serially = <T>(fn: () => Promise<T>): Promise<T> => {
+    const run = serverCertWork.then(fn);
+    serverCertWork = run.catch(() => undefined);
+    return run;
+  };
+  /** Loads server.pem, or issues it from the active CA (recorded, so the CA stays in the bundle while it is valid). */
+  const loadServerCert = async (): Promise<boolean> => {
+    const active = ctx.cas.active();
+    const next = await loadOrCreateServerCert(config.dataDir, active.ca, { sans: config.sans, ttlSeconds: config.serverCertTtlSeconds });
+    creds = next.creds;
+    serverCaId = active.id;
+    if (next.issued) {
+      await ctx.cas.recordIssued({ serialHex: creds.serialHex, caId: active.id, executorId: null, notAfter: creds.notAfter.getTime(), issuedAt: Date.now() });
+    }
+    return next.issued;
+  };
   try {
-    ({ creds } = await loadOrCreateServerCert(config.dataDir, ctx.ca, { sans: config.sans, ttlSeconds: config.serverCertTtlSeconds }));
-    app = buildServer(ctx, { key: creds.keyPem, cert: creds.certPem, ca: ctx.ca.certPem }, { logLevel: config.logLevel });
+    await loadServerCert();
+    app = buildServer(ctx, tls(), { logLevel: config.logLevel });
     await app.listen({ host: config.host, port: config.port });
   } catch (e) {
     await ctx.close();
@@ -52,20 +81,37 @@ export async function startController(config: ControllerConfig): Promise<Running
     app.log.warn("WARNING: bench mode — POST /v1/bench/bare is mounted without guards and the /register rate limit is lifted; benchmarks only");
   }
 
-  const renewServerCertIfDue = async (): Promise<boolean> => {
-    if (!serverCertNeedsRenewal(creds)) return false;
-    const next = await loadOrCreateServerCert(config.dataDir, ctx.ca, { sans: config.sans, ttlSeconds: config.serverCertTtlSeconds });
-    creds = next.creds;
-    (app.server as unknown as HttpsServer).setSecureContext(tlsContextOptions({ key: creds.keyPem, cert: creds.certPem, ca: ctx.ca.certPem }));
-    ctx.audit.event("server_cert.renewed", { not_after: creds.notAfter.toISOString() });
-    app.log.info({ not_after: creds.notAfter.toISOString() }, "server certificate renewed");
-    return true;
-  };
+  const server = app.server as unknown as HttpsServer;
+  const serveTls = () => server.setSecureContext(tlsContextOptions(tls()));
+  const renewServerCertIfDue = (): Promise<boolean> =>
+    serially(async () => {
+      // Also when a re-issue after an activation failed: the next check catches up.
+      if (!serverCertNeedsRenewal(creds) && serverCaId === ctx.cas.active().id) return false;
+      await loadServerCert();
+      serveTls();
+      ctx.audit.event("server_cert.renewed", { not_after: creds.notAfter.toISOString() });
+      app.log.info({ not_after: creds.notAfter.toISOString() }, "server certificate renewed");
+      return true;
+    });
+  // The CA set changed (here, or in another process and found by the reload below).
+  ctx.cas.onChange((change) =>
+    serially(async () => {
+      if (change.activeChanged) {
+        await loadServerCert(); // issued by another CA: re-issued by the active one
+        ctx.audit.event("server_cert.reissued", { reason: "ca_activated", ca_id: ctx.cas.active().id, not_after: creds.notAfter.toISOString() });
+      }
+      serveTls();
+      app.log.info({ trust_bundle_version: change.version, active_changed: change.activeChanged }, "trust bundle changed");
+    }),
+  );
   const every = (ms: number, fn: () => Promise<unknown> | void) => {
     const t = setInterval(() => {
       Promise.resolve()
         .then(fn)
-        .catch((err) => app.log.error({ err }, "housekeeping failed"));
+        .catch((err) => {
+          // A store outage is reported by the store itself (at most every 10 s), not once per timer tick.
+          if (!(err instanceof TetherError && err.code === ErrorCode.UNAVAILABLE)) app.log.error({ err }, "housekeeping failed");
+        });
     }, ms);
     t.unref();
     timers.push(t);
@@ -73,6 +119,11 @@ export async function startController(config: ControllerConfig): Promise<Running
   every(60_000, () => ctx.store.pruneNonces(Date.now()));
   every(60_000, () => ctx.jwt.pruneCache());
   every(config.serverCertCheckMs, renewServerCertIfDue);
+  // Another process (the CLI on the data dir) may change the CA set: noticed within a poll.
+  every(config.trustPollMs, () => ctx.cas.reload());
+  every(caCheckIntervalMs(config.caTtlSeconds * 1000), () => ctx.cas.tick());
+  // The JWT key ring: rotations by another process (the CLI), the --jwt-key-ttl schedule, removals.
+  every(config.trustPollMs, () => ctx.jwtKeys.tick());
   every(config.heartbeatIntervalSeconds * 1000, () => ctx.tasks.reclaim());
 
   const address = app.server.address() as AddressInfo;
@@ -83,8 +134,8 @@ export async function startController(config: ControllerConfig): Promise<Running
     port: address.port,
     ctx,
     app,
-    caFingerprint: ctx.ca.fingerprintSha256,
-    caCreated: ctx.caCreated,
+    caFingerprint: ctx.cas.active().ca.fingerprintSha256,
+    caBootstrap: ctx.caBootstrap,
     renewServerCertIfDue,
     serverCredentials: () => creds,
     async close() {

@@ -1,19 +1,18 @@
 /**
  * Key material the fuzzer sends: a pool of valid CSRs (with their keys), CSRs of key
  * types the contract refuses, and certificates an attacker could hold — from a foreign
- * CA with a look-alike name, or from the controller's own CA (read from the data dir,
- * as an insider could) but not the executor's current one: a fresh key, expired, the
+ * CA with a look-alike name, or from the controller's active CA (read from the data
+ * dir's store with its KEK, as an insider could) but not the executor's current one: a fresh key, expired, the
  * wrong EKU, another trust domain.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { loadOrCreateCa, caKeyAlg, type Ca } from "../certs/ca.ts";
+import { caFromDer, caKeyAlg, type Ca } from "../certs/ca.ts";
+import { openStore } from "../controller/store/open-store.ts";
 import { signingParams } from "../certs/keys.ts";
 import { issueExecutorCert } from "../certs/profiles.ts";
 import { randomSerialHex, subtle, x509 } from "../certs/x509.ts";
 import { DEFAULT_TRUST_DOMAIN, executorSpiffeId } from "../shared/protocol.ts";
 import { newKeyAndCsr, pem, type KeyAlg } from "../test/support/wire.ts";
+import { selfSignedCa } from "../test/support/legacy-ca.ts";
 
 export interface CsrWithKey {
   alg: KeyAlg;
@@ -34,7 +33,6 @@ export class Material {
     readonly refusedCsrs: { what: string; csrPem: string }[],
     private readonly ownCa: Ca,
     private readonly foreignCa: Ca,
-    private readonly foreignDir: string,
     readonly trustDomain: string,
   ) {}
 
@@ -45,11 +43,10 @@ export class Material {
       refusedCsr("RSA 2048", { name: "RSASSA-PKCS1-v1_5", modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" }, { name: "RSASSA-PKCS1-v1_5" }),
       refusedCsr("ECDSA P-521", { name: "ECDSA", namedCurve: "P-521" }, { name: "ECDSA", hash: "SHA-512" }),
     ]);
-    const { ca: ownCa } = await loadOrCreateCa(dataDir, { trustDomain });
-    const foreignDir = mkdtempSync(join(tmpdir(), "tether-fuzz-foreign-ca-"));
-    // Same trust domain, so the same issuer name: only the key tells them apart.
-    const { ca: foreignCa } = await loadOrCreateCa(foreignDir, { trustDomain });
-    return new Material(csrs, refusedCsrs, ownCa, foreignCa, foreignDir, trustDomain);
+    const ownCa = await activeCa(dataDir);
+    // The very same issuer name: only the key tells them apart.
+    const { ca: foreignCa } = await selfSignedCa(ownCa.cert.subject);
+    return new Material(csrs, refusedCsrs, ownCa, foreignCa, trustDomain);
   }
 
   /** A certificate naming `executorId` that is not that executor's current one (made once per kind and id). */
@@ -93,7 +90,19 @@ export class Material {
   }
 
   close(): void {
-    rmSync(this.foreignDir, { recursive: true, force: true });
+    // Nothing on disk to remove: both CAs live in memory.
+  }
+}
+
+/** The controller's active CA with its key, from the store in its data dir (decrypted with the KEK beside it). */
+async function activeCa(dataDir: string): Promise<Ca> {
+  const store = await openStore({ dataDir, create: false });
+  try {
+    const active = (await store.cas.trustBundle()).cas.find((c) => c.state === "active");
+    if (!active) throw new Error(`no active CA in ${dataDir}`);
+    return await caFromDer(active.certPem, await store.cas.caPrivateKey(active.id));
+  } finally {
+    await store.close();
   }
 }
 

@@ -28,6 +28,7 @@ export const ErrorCode = {
   UNAUTHENTICATED: "UNAUTHENTICATED",
   FORBIDDEN: "FORBIDDEN",
   CONFLICT: "CONFLICT",
+  ADOPTION_INCOMPLETE: "ADOPTION_INCOMPLETE",
   INTERNAL: "INTERNAL",
   /** 503: the store cannot be reached (PROTOCOL §5); a transient condition, with Retry-After. */
   UNAVAILABLE: "UNAVAILABLE",

@@ -22,9 +22,13 @@ export const paths = {
   leaseComplete: (id: string, leaseId: string) => `/v1/executors/${id}/leases/${leaseId}/complete`,
   leaseFail: (id: string, leaseId: string) => `/v1/executors/${id}/leases/${leaseId}/fail`,
   caBundle: "/v1/ca/bundle.pem",
+  caCrl: "/v1/ca/crl.pem",
   jwks: "/.well-known/jwks.json",
   healthz: "/healthz",
 } as const;
+
+/** The header of `GET /v1/ca/bundle.pem` that carries the bundle's `trust_bundle_version` (PROTOCOL §4). */
+export const BUNDLE_VERSION_HEADER = "x-tether-bundle-version";
 
 /** When to renew something that lives from `issuedAt` to `expiresAt`: at ~2/3 of its life. */
 export function renewAt(issuedAtMs: number, expiresAtMs: number, fraction = 2 / 3): number {

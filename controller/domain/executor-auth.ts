@@ -9,7 +9,7 @@ import type { ClientCertIdentity } from "../../certs/client-cert.ts";
 import { TetherError } from "../../shared/errors.ts";
 import { MAX_SKEW_MS, isValidNonce, isValidTimestamp } from "../../shared/hmac.ts";
 import type { CertThumbprint } from "../../shared/fingerprint.ts";
-import type { ExecutorAuthState } from "../store/types.ts";
+import type { ExecutorAuthState, HmacKeys } from "../store/types.ts";
 
 export type AuthCode =
   | "CERT_REQUIRED"
@@ -157,6 +157,16 @@ export function checkSignatureHeaders(h: SignatureHeaders): { ok: true; headers:
   if (!isValidTimestamp(timestamp)) return reject("SIGNATURE_INVALID", "malformed timestamp");
   if (!isValidNonce(nonce)) return reject("SIGNATURE_INVALID", "malformed nonce");
   return { ok: true, headers: { timestamp, nonce, signature } };
+}
+
+/**
+ * The keys a signature may be made with: the current one, and the previous one until its
+ * grace ends (PROTOCOL §7.4: requests in flight, and a daemon that crashed before it
+ * saved the new key, still pass for 5 minutes).
+ */
+export function acceptedHmacKeys(keys: HmacKeys, nowMs: number): Buffer[] {
+  const previousValid = keys.previous !== null && keys.previousUntil !== null && nowMs < keys.previousUntil;
+  return previousValid && keys.previous ? [keys.current, keys.previous] : [keys.current];
 }
 
 /** `|server time − timestamp| ≤ 300 s`. */

@@ -8,7 +8,7 @@ import type { ClientCertIdentity } from "../../certs/client-cert.ts";
 import { NONCE_RETENTION_MS, verifySignature, type SignedRequest } from "../../shared/hmac.ts";
 import type { ExecutorAuthState, Store } from "../store/types.ts";
 import {
-  ACCEPT, checkBearerShape, checkEpoch, checkExecutorCertificate, checkPresentedCertificate, checkSignatureHeaders, checkTimestamp,
+  ACCEPT, acceptedHmacKeys, checkBearerShape, checkEpoch, checkExecutorCertificate, checkPresentedCertificate, checkSignatureHeaders, checkTimestamp,
   reject, type ExecutorClaims, type Rejection, type SignatureHeaders, type Verdict,
 } from "./executor-auth.ts";
 import type { ExecutorJwt } from "./jwt.ts";
@@ -22,7 +22,7 @@ export interface AuthenticatedExecutor {
   claims?: ExecutorClaims;
 }
 
-export type AuthStore = Pick<Store, "getExecutorAuth" | "getHmacKey" | "rememberNonce" | "confirmCertificate">;
+export type AuthStore = Pick<Store, "getExecutorAuth" | "getHmacKeys" | "rememberNonce" | "confirmCertificate">;
 
 export class ExecutorAuthenticator {
   constructor(
@@ -75,10 +75,12 @@ export class ExecutorAuthenticator {
     const { timestamp, nonce, signature } = shape.headers;
     const window = checkTimestamp(Number(timestamp), nowMs);
     if (!window.ok) return window;
-    const key = await this.store.getHmacKey(request.executorId);
+    const keys = await this.store.getHmacKeys(request.executorId);
     // One object literal of fixed shape (not a spread): this runs on every executor request.
     const signed = { method: request.method, target: request.target, executorId: request.executorId, timestamp, nonce, body: request.body };
-    if (!key || !verifySignature(key, signed, signature)) return reject("SIGNATURE_INVALID", "signature mismatch");
+    if (!keys || !acceptedHmacKeys(keys, nowMs).some((key) => verifySignature(key, signed, signature))) {
+      return reject("SIGNATURE_INVALID", "signature mismatch");
+    }
     if (!(await this.store.rememberNonce(request.executorId, nonce, nowMs + NONCE_RETENTION_MS))) return reject("NONCE_REPLAY", "nonce reused");
     return ACCEPT;
   }

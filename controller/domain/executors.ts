@@ -14,7 +14,8 @@ import { rfc3339 } from "../../shared/time.ts";
 import { CsrError, parseAndVerifyCsr, type ParsedCsr } from "../../certs/csr.ts";
 import { issueExecutorCert, type IssuedCert } from "../../certs/profiles.ts";
 import type { Ca } from "../../certs/ca.ts";
-import type { ExecutorRecord, Store, TokenDenyReason } from "../store/types.ts";
+import type { IssuedCertificate } from "../store/trust-types.ts";
+import type { ExecutorAuthState, ExecutorRecord, Store, TokenDenyReason } from "../store/types.ts";
 import type { Audit, AuditFields } from "./audit.ts";
 import { hashEnrollmentToken } from "./enrollment.ts";
 import type { ExecutorJwt } from "./jwt.ts";
@@ -23,6 +24,19 @@ import { checkMayRotate, rejectionError, type ExecutorClaims } from "./executor-
 import type { LeaseLedger } from "./lease-ledger.ts";
 import { executorLiveness } from "./liveness.ts";
 
+
+/** What the executor lifecycle needs from the CA set (controller/domain/trust/ca-set.ts). */
+export interface ExecutorTrust {
+  bundlePem(): string;
+  version(): number;
+  active(): { id: string; ca: Ca };
+  recordIssued(c: IssuedCertificate): Promise<void>;
+  /** When an executor whose certificate came from `certCaId` must renew to move to the active CA; undefined when it is on it. */
+  renewDeadline(executorId: string, certCaId: string | null): number | undefined;
+}
+
+/** An executor certificate and the CA that issued it. */
+type IssuedExecutorCert = IssuedCert & { caId: string };
 
 export interface ExecutorSettings {
   trustDomain: string;
@@ -40,14 +54,20 @@ export class ExecutorService {
   constructor(
     private readonly store: Store,
     private readonly audit: Audit,
-    private readonly ca: () => Ca,
+    private readonly trust: ExecutorTrust,
     private readonly jwt: ExecutorJwt,
     private readonly settings: ExecutorSettings,
     private readonly leases: LeaseLedger,
   ) {}
 
+  /** Every CA of the trust bundle, PEM (PROTOCOL §7.1). */
   trustBundlePem(): string {
-    return this.ca().certPem;
+    return this.trust.bundlePem();
+  }
+
+  /** The version of trustBundlePem() (PROTOCOL §7.1). */
+  trustBundleVersion(): number {
+    return this.trust.version();
   }
 
   view(e: ExecutorRecord, now = Date.now()): ExecutorView {
@@ -89,7 +109,7 @@ export class ExecutorService {
     const enrolled = await this.store.enrollExecutor(tokenHash, {
       id, name: req.name ?? id, labels, capacity: req.capacity ?? 1,
       certFingerprint: cert.fingerprint, certIssuedAt: now, certExpiresAt: cert.notAfter.getTime(),
-      hmacKey, now,
+      hmacKey, now, certCaId: cert.caId,
     });
     // Lost a race for the token's last use: the certificate is discarded unused.
     if (!enrolled.ok) throw deny(enrolled.reason, check.token.id);
@@ -97,7 +117,7 @@ export class ExecutorService {
     this.audit.event("executor.registered", { executor_id: id, name: req.name ?? id, key_type: csr.keyAlg, cert_serial: cert.serialHex, ...who });
     const { jwt, claims } = this.jwt.mint(id, 1, cert.fingerprint, now);
     return {
-      executor_id: id, epoch: 1, certificate_pem: cert.pem, ca_bundle_pem: this.trustBundlePem(),
+      executor_id: id, epoch: 1, certificate_pem: cert.pem, ca_bundle_pem: this.trustBundlePem(), trust_bundle_version: this.trustBundleVersion(),
       cert_expires_at: rfc3339(cert.notAfter), jwt, jwt_expires_at: rfc3339(claims.exp * 1000),
       hmac_key: hmacKey.toString("base64url"), heartbeat_interval_s: this.settings.heartbeatIntervalSeconds,
     };
@@ -111,7 +131,8 @@ export class ExecutorService {
     const id = caller.auth.id;
     if (csrPem !== undefined) this.mayRotate(caller, who);
     const e = await this.mustGet(id);
-    const res = await this.credentials(e, caller.identity.fingerprint, csrPem, e.epoch, who);
+    // A new certificate comes with a new HMAC key (PROTOCOL §7.4).
+    const res = await this.credentials(e, caller.identity.fingerprint, csrPem, e.epoch, who, csrPem !== undefined);
     this.audit.event("executor.renewed", { executor_id: id, epoch: e.epoch, cert_rotated: csrPem !== undefined, ...who });
     return res;
   }
@@ -126,7 +147,8 @@ export class ExecutorService {
     // Re-registering is a sign of life: the executor is ready again.
     await this.store.recordHeartbeat(id, "ready", Date.now());
     await this.leases.epochChanged(id, epoch);
-    const res = await this.credentials({ ...e, epoch }, caller.identity.fingerprint, csr, epoch, who);
+    // Every re-registration gets a new HMAC key (PROTOCOL §7.4).
+    const res = await this.credentials({ ...e, epoch }, caller.identity.fingerprint, csr, epoch, who, true);
     this.audit.event("executor.reregistered", { executor_id: id, old_epoch: epoch - 1, epoch, cert_rotated: csr !== undefined, ...who });
     return res;
   }
@@ -139,14 +161,15 @@ export class ExecutorService {
   async heartbeat(who: AuthenticatedExecutor & { claims: ExecutorClaims }, hb: HeartbeatRequest, now = Date.now()): Promise<HeartbeatResponse> {
     const { auth, claims } = who;
     const cancel = await this.leases.heartbeat(auth.id, auth.epoch, hb.leases, now);
-    await this.store.recordHeartbeat(auth.id, hb.status, now);
+    await this.store.recordHeartbeat(auth.id, hb.status, now, hb.trust_bundle_version);
     return {
       server_time: rfc3339(now),
       next_heartbeat_s: this.settings.heartbeatIntervalSeconds,
       jwt_renew_after: rfc3339(renewAt(claims.iat * 1000, claims.exp * 1000)),
-      cert_renew_after: rfc3339(renewAt(auth.certIssuedAt, auth.certExpiresAt)),
+      cert_renew_after: rfc3339(this.certRenewAfter(auth)),
       drain: auth.drain,
       cancel_leases: cancel,
+      trust_bundle_version: this.trustBundleVersion(),
     };
   }
 
@@ -180,26 +203,33 @@ export class ExecutorService {
     csr: string | ParsedCsr | undefined,
     epoch: number,
     who: AuditFields,
+    rotateHmacKey: boolean,
   ): Promise<RenewResponse> {
     const now = Date.now();
     let fingerprint = presentedFingerprint;
     let certExpiresAt = e.certExpiresAt;
-    let newCert: IssuedCert | undefined;
+    let newCert: IssuedExecutorCert | undefined;
     if (csr !== undefined) {
       const parsed = typeof csr === "string" ? await this.parseCsr(csr, { executor_id: e.id, ...who }) : csr;
       newCert = await this.issue(e.id, parsed);
       await this.store.rotateCertificate(e.id, {
         certFingerprint: newCert.fingerprint, certIssuedAt: now, certExpiresAt: newCert.notAfter.getTime(),
-        prevCertGraceUntil: now + CERT_GRACE_MS,
+        prevCertGraceUntil: now + CERT_GRACE_MS, certCaId: newCert.caId,
       });
       fingerprint = newCert.fingerprint;
       certExpiresAt = newCert.notAfter.getTime();
     }
+    // The old key stays accepted for the grace window: requests in flight, and a daemon
+    // that crashed before it saved the new one, still pass.
+    const hmacKey = rotateHmacKey ? randomBytes(32) : undefined;
+    if (hmacKey) await this.store.rotateHmacKey(e.id, hmacKey, now + CERT_GRACE_MS);
     // The token is bound to the certificate the executor will use next.
     const { jwt, claims } = this.jwt.mint(e.id, epoch, fingerprint, now);
     return {
       epoch, jwt, jwt_expires_at: rfc3339(claims.exp * 1000), cert_expires_at: rfc3339(certExpiresAt),
-      ca_bundle_pem: this.trustBundlePem(), ...(newCert ? { certificate_pem: newCert.pem } : {}),
+      ca_bundle_pem: this.trustBundlePem(), trust_bundle_version: this.trustBundleVersion(),
+      ...(newCert ? { certificate_pem: newCert.pem } : {}),
+      ...(hmacKey ? { hmac_key: hmacKey.toString("base64url") } : {}),
     };
   }
 
@@ -213,10 +243,28 @@ export class ExecutorService {
     }
   }
 
-  private issue(id: string, csr: ParsedCsr): Promise<IssuedCert> {
-    return issueExecutorCert(this.ca(), {
+  /**
+   * A certificate from the active CA, recorded (serial, CA, executor, notAfter) before it
+   * is handed out: for the CRLs, and so its CA stays in the bundle while it is valid.
+   */
+  private async issue(id: string, csr: ParsedCsr): Promise<IssuedExecutorCert> {
+    const active = this.trust.active();
+    const cert = await issueExecutorCert(active.ca, {
       executorId: id, trustDomain: this.settings.trustDomain, publicKey: csr.publicKey, ttlSeconds: this.settings.certTtlSeconds,
     });
+    await this.trust.recordIssued({ serialHex: cert.serialHex, caId: active.id, executorId: id, notAfter: cert.notAfter.getTime(), issuedAt: Date.now() });
+    return { ...cert, caId: active.id };
+  }
+
+  /**
+   * The heartbeat's `cert_renew_after`: at 2/3 of the certificate's life, or — when it is
+   * not from the active CA (after an activation) — within a heartbeat interval plus a
+   * jitter fixed per executor (PROTOCOL §7.2), whichever comes first.
+   */
+  private certRenewAfter(auth: ExecutorAuthState): number {
+    const usual = renewAt(auth.certIssuedAt, auth.certExpiresAt);
+    const moveBy = this.trust.renewDeadline(auth.id, auth.certCaId);
+    return moveBy === undefined ? usual : Math.min(usual, moveBy);
   }
 
   private async mustGet(id: string): Promise<ExecutorRecord> {

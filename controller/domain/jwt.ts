@@ -1,22 +1,18 @@
 /**
  * Executor JWTs: EdDSA (Ed25519), bound to the client certificate (RFC 8705
- * `cnf.x5t#S256`). Minting and verification use node:crypto directly (about
+ * `cnf.x5t#S256`), signed by the key ring's active key and verified under whichever
+ * ring key its `kid` names. Minting and verification use node:crypto directly (about
  * twice as fast as WebCrypto); a verified token is cached until it expires so
  * heartbeats do not pay a signature check each time.
  */
-import { sign as edSign, verify as edVerify, type KeyObject } from "node:crypto";
+import { sign as edSign, verify as edVerify } from "node:crypto";
 import { randomB64u } from "../../shared/random.ts";
 import { JWT_AUDIENCE, controllerIssuer } from "../../shared/protocol.ts";
 import type { CertThumbprint } from "../../shared/fingerprint.ts";
 import { reject, validateExecutorClaims, type ExecutorClaims, type Rejection } from "./executor-auth.ts";
+import type { JwtKeys } from "./trust/jwt-ring.ts";
 
 export type { ExecutorClaims };
-
-export interface JwtKeys {
-  kid: string;
-  privateKey: KeyObject;
-  publicKey: KeyObject;
-}
 
 export type JwtCheck = { ok: true; claims: ExecutorClaims } | Rejection;
 
@@ -24,8 +20,8 @@ const b64uJson = (v: unknown) => Buffer.from(JSON.stringify(v)).toString("base64
 
 export class ExecutorJwt {
   private readonly issuer: string;
-  /** token → claims, only for tokens whose signature verified. */
-  private readonly verified = new Map<string, ExecutorClaims>();
+  /** token → claims (and the kid that signed it), only for tokens whose signature verified. */
+  private readonly verified = new Map<string, { claims: ExecutorClaims; kid: string }>();
   private readonly maxCache: number;
 
   constructor(
@@ -44,8 +40,9 @@ export class ExecutorJwt {
       iss: this.issuer, aud: JWT_AUDIENCE, sub, epoch, iat, exp: iat + this.ttlSeconds,
       jti: randomB64u(16), cnf: { "x5t#S256": thumbprint },
     };
-    const signingInput = `${b64uJson({ alg: "EdDSA", typ: "JWT", kid: this.keys.kid })}.${b64uJson(claims)}`;
-    const sig = edSign(null, Buffer.from(signingInput), this.keys.privateKey).toString("base64url");
+    const key = this.keys.signing();
+    const signingInput = `${b64uJson({ alg: "EdDSA", typ: "JWT", kid: key.kid })}.${b64uJson(claims)}`;
+    const sig = edSign(null, Buffer.from(signingInput), key.privateKey).toString("base64url");
     return { jwt: `${signingInput}.${sig}`, claims };
   }
 
@@ -55,12 +52,15 @@ export class ExecutorJwt {
    * use). The epoch is the caller's to compare: it changes in the store, not in the token.
    */
   verify(token: string, expected: { sub: string; thumbprint: CertThumbprint }, nowMs = Date.now()): JwtCheck {
-    let claims = this.verified.get(token);
-    if (!claims) {
+    const cached = this.verified.get(token);
+    let claims: ExecutorClaims;
+    // A cached token still needs its key in the ring: a key that left it verifies nothing.
+    if (cached && this.keys.verifying(cached.kid)) claims = cached.claims;
+    else {
       const parsed = this.verifySignature(token);
       if (!parsed.ok) return parsed;
       claims = parsed.claims;
-      if (claims.exp * 1000 > nowMs) this.cache(token, claims, nowMs);
+      if (claims.exp * 1000 > nowMs) this.cache(token, claims, parsed.kid, nowMs);
     }
     const verdict = validateExecutorClaims(claims, { issuer: this.issuer, audience: JWT_AUDIENCE, sub: expected.sub, thumbprint: expected.thumbprint }, nowMs);
     if (verdict.ok) return { ok: true, claims };
@@ -68,8 +68,8 @@ export class ExecutorJwt {
     return verdict;
   }
 
-  private verifySignature(token: string): JwtCheck {
-    const bad = (reason: string): JwtCheck => reject("TOKEN_INVALID", reason);
+  private verifySignature(token: string): { ok: true; claims: ExecutorClaims; kid: string } | Rejection {
+    const bad = (reason: string): Rejection => reject("TOKEN_INVALID", reason);
     if (token.length > 4096) return bad("too long");
     const [h64, p64, s64, ...extra] = token.split(".");
     if (h64 === undefined || p64 === undefined || s64 === undefined || extra.length > 0) return bad("malformed");
@@ -83,28 +83,29 @@ export class ExecutorJwt {
     }
     // The reason goes to the audit log: never echo what the client chose.
     if (header?.alg !== "EdDSA") return bad("alg not allowed");
-    if (header.kid !== this.keys.kid) return bad("unknown kid");
+    const publicKey = typeof header.kid === "string" ? this.keys.verifying(header.kid) : undefined;
+    if (!publicKey || typeof header.kid !== "string") return bad("unknown kid");
     if (header.crit !== undefined) return bad("crit not supported");
     const sig = Buffer.from(s64, "base64url");
     if (sig.length !== 64) return bad("bad signature");
-    if (!edVerify(null, Buffer.from(`${h64}.${p64}`), this.keys.publicKey, sig)) return bad("bad signature");
+    if (!edVerify(null, Buffer.from(`${h64}.${p64}`), publicKey, sig)) return bad("bad signature");
     if (
       typeof claims !== "object" || claims === null || typeof claims.sub !== "string" ||
       typeof claims.epoch !== "number" || typeof claims.exp !== "number" || typeof claims.iat !== "number"
     ) {
       return bad("missing claims");
     }
-    return { ok: true, claims };
+    return { ok: true, claims, kid: header.kid };
   }
 
-  private cache(token: string, claims: ExecutorClaims, nowMs: number): void {
+  private cache(token: string, claims: ExecutorClaims, kid: string, nowMs: number): void {
     if (this.verified.size >= this.maxCache) this.pruneCache(nowMs);
     if (this.verified.size >= this.maxCache) this.verified.clear();
-    this.verified.set(token, claims);
+    this.verified.set(token, { claims, kid });
   }
 
   pruneCache(nowMs = Date.now()): void {
-    for (const [t, c] of this.verified) if (c.exp * 1000 <= nowMs) this.verified.delete(t);
+    for (const [t, c] of this.verified) if (c.claims.exp * 1000 <= nowMs) this.verified.delete(t);
   }
 
   get cacheSize(): number {

@@ -27,6 +27,7 @@ export async function benchRoutes(app: FastifyInstance, ctx: ControllerContext):
       cert_renew_after: rfc3339(now),
       drain: false,
       cancel_leases: [],
+      trust_bundle_version: ctx.executors.trustBundleVersion(),
     };
   });
 }

@@ -19,6 +19,7 @@ import { requireApiToken } from "./guards/api-token.ts";
 import { isCapability } from "../domain/capabilities.ts";
 import { operatorRoutes } from "./operator-routes.ts";
 import { taskRoutes } from "./task-routes.ts";
+import { trustRoutes } from "./trust-routes.ts";
 import { executorRoutes } from "./executor-routes.ts";
 import { publicRoutes } from "./public-routes.ts";
 import { devRoutes } from "./dev-routes.ts";
@@ -185,6 +186,7 @@ export function buildServer(ctx: ControllerContext, tls: TlsMaterial, opts: { lo
   app.register(async (scope) => executorRoutes(scope, ctx));
   app.register(async (scope) => operatorRoutes(scope, ctx));
   app.register(async (scope) => taskRoutes(scope, ctx));
+  app.register(async (scope) => trustRoutes(scope, ctx));
   if (ctx.config.env !== "production") app.register(async (scope) => devRoutes(scope, ctx));
   if (ctx.config.bench) {
     // Bench-only baseline route: never in production, whatever the caller asked for.

@@ -28,6 +28,8 @@ export const RegisterResponse = Type.Object({
   /** base64url of 32 random bytes. */
   hmac_key: Str,
   heartbeat_interval_s: Int,
+  /** The version of `ca_bundle_pem` (PROTOCOL §7.1); always sent by this controller, absent from older ones. */
+  trust_bundle_version: Type.Optional(Int),
 });
 export type RegisterResponse = Static<typeof RegisterResponse>;
 
@@ -41,8 +43,12 @@ export const RenewResponse = Type.Object({
   jwt_expires_at: Time,
   cert_expires_at: Time,
   ca_bundle_pem: Str,
+  /** The version of `ca_bundle_pem` (PROTOCOL §7.1). */
+  trust_bundle_version: Int,
   /** Only when a CSR was sent. */
   certificate_pem: Type.Optional(Str),
+  /** A new HMAC key (base64url of 32 bytes): with a new certificate, and on every re-register (§7.4). */
+  hmac_key: Type.Optional(Str),
 });
 export type RenewResponse = Static<typeof RenewResponse>;
 
@@ -56,6 +62,8 @@ export const HeartbeatRequest = Type.Object({
   running: Type.Integer({ minimum: 0 }),
   capacity: Type.Integer({ minimum: 0 }),
   leases: Type.Array(LeaseId, { maxItems: 1024 }),
+  /** The trust bundle version this executor holds (PROTOCOL §7.2). */
+  trust_bundle_version: Type.Optional(Type.Integer({ minimum: 0 })),
 });
 export type HeartbeatRequest = Static<typeof HeartbeatRequest>;
 
@@ -66,6 +74,8 @@ export const HeartbeatResponse = Type.Object({
   cert_renew_after: Time,
   drain: Bool,
   cancel_leases: Type.Array(Str),
+  /** The controller's trust bundle version; newer than the executor's: fetch the bundle. */
+  trust_bundle_version: Int,
 });
 export type HeartbeatResponse = Static<typeof HeartbeatResponse>;
 

@@ -22,6 +22,10 @@ export const CAPABILITIES = [
   "api_tokens:read",
   "api_tokens:write",
   "audit:read",
+  /** The trust bundle, CAs, JWT keys and adoption (PROTOCOL §7): viewers may look. */
+  "trust:read",
+  /** Rotate and activate CAs, rotate JWT keys: admins only. */
+  "trust:write",
 ] as const;
 export type Capability = (typeof CAPABILITIES)[number];
 
@@ -163,6 +167,37 @@ export const TaskListQuery = Type.Object({
   limit: Type.Optional(Type.String({ pattern: "^[0-9]{1,4}$" })),
 });
 
+// ---- trust (PROTOCOL §7)
+
+export const CaState = StringEnum(["prepared", "active", "retired"]);
+export type CaState = Static<typeof CaState>;
+export const JwtKeyState = StringEnum(["next", "active", "retired"]);
+export type JwtKeyState = Static<typeof JwtKeyState>;
+
+export const CaView = Type.Object({
+  fingerprint_sha256: Str,
+  state: CaState,
+  not_before: Time,
+  not_after: Time,
+  /** Executors (not revoked) that have reported a bundle version holding this CA. */
+  adopted_by: Int,
+  /** Executors that are neither offline nor revoked and have not adopted it yet. */
+  pending: Type.Array(Str),
+});
+export type CaView = Static<typeof CaView>;
+
+export const JwtKeyView = Type.Object({ kid: Str, state: JwtKeyState, created_at: Time });
+export type JwtKeyView = Static<typeof JwtKeyView>;
+
+export const TrustStatus = Type.Object({
+  trust_bundle_version: Int,
+  cas: Type.Array(CaView),
+  jwt_keys: Type.Array(JwtKeyView),
+});
+export type TrustStatus = Static<typeof TrustStatus>;
+
+export const ActivateCa = Type.Object({ force: Type.Optional(Bool) });
+
 // ---- audit
 
 export const AuditQuery = Type.Object({
@@ -190,4 +225,8 @@ export const operatorRouteSchemas = {
   showTask: { params: IdParams, response: { 200: TaskView } },
   cancelTask: { params: IdParams, body: NoBody, response: { 200: TaskView } },
   audit: { querystring: AuditQuery, response: { 200: Type.Object({ events: Type.Array(AuditEvent) }) } },
+  trustStatus: { response: { 200: TrustStatus } },
+  rotateCa: { body: NoBody, response: { 201: CaView } },
+  activateCa: { body: OptionalBody(ActivateCa), response: { 200: CaView } },
+  rotateJwtKey: { body: NoBody, response: { 201: Type.Object({ jwt_keys: Type.Array(JwtKeyView) }) } },
 } as const;

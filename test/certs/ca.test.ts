@@ -3,7 +3,6 @@ import { chmodSync, existsSync, readFileSync, rmSync, statSync, writeFileSync } 
 import { join } from "node:path";
 import { X509Certificate, createPrivateKey } from "node:crypto";
 import { loadOrCreateCa } from "../../certs/ca.ts";
-import { loadOrCreateJwtKey } from "../../certs/jwt-key.ts";
 import { bundlePem, parseBundle } from "../../certs/bundle.ts";
 import { x509 } from "../../certs/x509.ts";
 import { hasOpenssl, openssl } from "./helpers.ts";
@@ -30,17 +29,19 @@ describe("CA", () => {
     expect(again.ca.notAfter.getTime()).toBe(ca.notAfter.getTime());
   });
 
-  it("has the CA profile: CA:true pathlen 0 critical, keyCertSign+cRLSign critical, SKI, subject", async () => {
+  it("has the CA profile: CA:true pathlen 1 critical, keyCertSign+cRLSign critical, SKI, a subject no other CA has", async () => {
     const { ca } = await loadOrCreateCa(tempDir(), { trustDomain: "example.org", validityDays: 10 });
     const n = new X509Certificate(ca.certPem);
     expect(n.ca).toBe(true);
-    expect(n.subject).toBe("CN=Tether CA\nO=example.org");
+    expect(n.subject).toMatch(/^CN=Tether CA \d{4}-\d{2}-\d{2} [0-9a-f]{12}\nO=example.org$/);
+    const other = await loadOrCreateCa(tempDir(), { trustDomain: "example.org", validityDays: 10 });
+    expect(new X509Certificate(other.ca.certPem).subject).not.toBe(n.subject);
     expect(n.checkIssued(n)).toBe(true);
     expect(n.verify(n.publicKey)).toBe(true);
     const bc = ca.cert.getExtension(x509.BasicConstraintsExtension)!;
     expect(bc.critical).toBe(true);
     expect(bc.ca).toBe(true);
-    expect(bc.pathLength).toBe(0);
+    expect(bc.pathLength).toBe(1);
     const ku = ca.cert.getExtension(x509.KeyUsagesExtension)!;
     expect(ku.critical).toBe(true);
     expect(ku.usages).toBe(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign);
@@ -55,7 +56,7 @@ describe("CA", () => {
     const fp = openssl(["x509", "-noout", "-fingerprint", "-sha256"], ca.certPem);
     expect(fp.trim().split("=")[1]).toBe(ca.fingerprintSha256);
     const text = openssl(["x509", "-noout", "-text"], ca.certPem);
-    expect(text).toMatch(/Basic Constraints: critical\s+CA:TRUE, pathlen:0/);
+    expect(text).toMatch(/Basic Constraints: critical\s+CA:TRUE, pathlen:1/);
     expect(text).toMatch(/Key Usage: critical\s+Certificate Sign, CRL Sign/);
     expect(text).toMatch(/ecdsa-with-SHA256/);
   });
@@ -121,28 +122,5 @@ describe("CA", () => {
     expect(certs.map((c) => c.fingerprint256)).toEqual([a.fingerprintSha256, b.fingerprintSha256]);
     expect(parseBundle(a.certPem.replace(/\n/g, "\r\n"))).toHaveLength(1);
     expect(() => parseBundle("nothing here")).toThrow();
-  });
-});
-
-describe("JWT signing key", () => {
-  it("creates an Ed25519 jwt.key 0600 with an RFC 7638 kid, and reloads the same key", async () => {
-    const dir = tempDir();
-    const k = await loadOrCreateJwtKey(dir);
-    expect(mode(join(dir, "jwt.key"))).toBe(0o600);
-    expect(k.privateKey.asymmetricKeyType).toBe("ed25519");
-    expect(k.publicJwk).toMatchObject({ kty: "OKP", crv: "Ed25519", alg: "EdDSA", use: "sig", kid: k.kid });
-    expect(k.publicJwk.x).toBe((k.publicKey.export({ format: "jwk" }) as { x: string }).x);
-    // RFC 7638 §3.1 on the required members in lexicographic order, cross-checked with jose.
-    const { calculateJwkThumbprint } = await import("jose");
-    expect(k.kid).toBe(await calculateJwkThumbprint({ kty: "OKP", crv: "Ed25519", x: k.publicJwk.x }, "sha256"));
-    const again = await loadOrCreateJwtKey(dir);
-    expect(again.kid).toBe(k.kid);
-  });
-
-  it("refuses a group-readable jwt.key", async () => {
-    const dir = tempDir();
-    await loadOrCreateJwtKey(dir);
-    chmodSync(join(dir, "jwt.key"), 0o644);
-    await expect(loadOrCreateJwtKey(dir)).rejects.toThrow(join(dir, "jwt.key"));
   });
 });

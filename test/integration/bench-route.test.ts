@@ -60,7 +60,7 @@ describe("bench mode", () => {
       const r = await c.send("POST", BARE, { body: JSON.stringify(HEARTBEAT) });
       await c.close();
       expect(r.status).toBe(200);
-      expect(Object.keys(r.json).sort()).toEqual(["cancel_leases", "cert_renew_after", "drain", "jwt_renew_after", "next_heartbeat_s", "server_time"]);
+      expect(Object.keys(r.json).sort()).toEqual(["cancel_leases", "cert_renew_after", "drain", "jwt_renew_after", "next_heartbeat_s", "server_time", "trust_bundle_version"]);
 
       // The default limit is a burst of 20 per source address; bench mode lifts it.
       const tok = tether(["token", "create", "--data-dir", dataDir, "--uses", "25"]);

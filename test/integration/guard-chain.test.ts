@@ -296,10 +296,13 @@ describe("renewal and revocation", () => {
     const rereg = await executorCall(e, "POST", `/v1/executors/${e.id}/reregister`, {});
     expect([rereg.status, rereg.json.epoch]).toEqual([200, 2]);
     const next = await newKeyAndCsr();
-    const again = await executorCall({ ...e, jwt: rereg.json.jwt }, "POST", `/v1/executors/${e.id}/renew`, { csr_pem: next.csrPem });
+    // Each of these rotates the HMAC key as well (PROTOCOL §7.4): the daemon signs with the newest one.
+    const afterRereg = { ...e, jwt: rereg.json.jwt, hmacKey: Buffer.from(rereg.json.hmac_key, "base64url") };
+    const again = await executorCall(afterRereg, "POST", `/v1/executors/${e.id}/renew`, { csr_pem: next.csrPem });
     expect(again.status).toBe(200);
     const c = new WireClient(tc.url, tc.caPem, { certPem: again.json.certificate_pem, keyPem: next.keyPem });
-    expect((await executorCall({ ...e, jwt: again.json.jwt, client: c }, "POST", hb(e.id), HEARTBEAT)).status).toBe(200);
+    const moved = { ...e, jwt: again.json.jwt, hmacKey: Buffer.from(again.json.hmac_key, "base64url"), client: c };
+    expect((await executorCall(moved, "POST", hb(e.id), HEARTBEAT)).status).toBe(200);
     await c.close();
     await e.client.close();
   });

@@ -21,7 +21,7 @@ import { executorCall, HEARTBEAT, register, WireClient, type Enrolled, type Resp
 import { tether } from "../support/process.ts";
 
 const UNAUTHENTICATED = '{"error":{"code":"UNAUTHENTICATED","message":"auth failure"}}';
-const PUBLIC_ROUTES = new Set(["/v1/ca/bundle.pem", "/.well-known/jwks.json", "/healthz", "/readyz"]);
+const PUBLIC_ROUTES = new Set(["/v1/ca/bundle.pem", "/v1/ca/crl.pem", "/.well-known/jwks.json", "/healthz", "/readyz"]);
 
 interface CollectedRoute {
   method: string;
@@ -113,9 +113,15 @@ describe("the route table", () => {
       "POST /api/v1/tokens", "GET /api/v1/tokens", "DELETE /api/v1/tokens/:id", "GET /api/v1/audit", "GET /api/v1/whoami",
       "HEAD /api/v1/executors",
       "POST /api/v1/tasks", "GET /api/v1/tasks", "GET /api/v1/tasks/:id", "POST /api/v1/tasks/:id/cancel",
+      "GET /api/v1/ca", "POST /api/v1/ca/rotate", "POST /api/v1/ca/activate",
     ]) {
       expect(ops.has(r), r).toBe(true);
     }
+  });
+
+  it("the trust routes: viewers read the CA set, only admins rotate and activate", () => {
+    const cap = (method: string, url: string) => operatorRoutes.find((r) => r.method === method && r.url === url)?.decl?.capability;
+    expect([cap("GET", "/api/v1/ca"), cap("POST", "/api/v1/ca/rotate"), cap("POST", "/api/v1/ca/activate")]).toEqual(["trust:read", "trust:write", "trust:write"]);
   });
 
   it("puts each route on exactly one plane, the one its path belongs to, with that plane's guards", () => {

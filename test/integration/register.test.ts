@@ -36,6 +36,7 @@ describe("register", () => {
     expect(Buffer.from(body.hmac_key, "base64url")).toHaveLength(32);
     expect(body.heartbeat_interval_s).toBe(10);
     expect(body.ca_bundle_pem).toBe(tc.caPem);
+    expect(body.trust_bundle_version).toBe(1);
     const cert = new X509Certificate(body.certificate_pem);
     expect(cert.subject).toBe(`CN=${body.executor_id}`);
     expect(cert.subjectAltName).toBe(`URI:spiffe://tether.local/executor/${body.executor_id}`);
@@ -211,11 +212,13 @@ describe("public routes and posture", () => {
     const bundle = await anon.send("GET", "/v1/ca/bundle.pem");
     expect(bundle.status).toBe(200);
     expect(bundle.text).toBe(tc.caPem);
+    expect([bundle.headers["content-type"], bundle.headers["x-tether-bundle-version"]]).toEqual(["application/x-pem-file", "1"]);
     const health = await anon.send("GET", "/healthz");
     expect([health.status, health.json]).toEqual([200, { status: "ok" }]);
     const jwks = await anon.send("GET", "/.well-known/jwks.json");
-    expect(jwks.json.keys).toHaveLength(1);
-    expect(Object.keys(jwks.json.keys[0]).sort()).toEqual(["alg", "crv", "kid", "kty", "use", "x"]);
+    // The signing key and the prepublished next key (PROTOCOL §7.3).
+    expect(jwks.json.keys).toHaveLength(2);
+    for (const k of jwks.json.keys) expect(Object.keys(k).sort()).toEqual(["alg", "crv", "kid", "kty", "use", "x"]);
   });
 
   it("production posture by default: the dev token route is absent (404)", async () => {

@@ -46,10 +46,13 @@ describe("data dir and keys", () => {
     const tc = await startTestController();
     opened.push(tc);
     expect(statSync(tc.dataDir).mode & 0o777).toBe(0o700);
-    for (const f of ["ca.pem", "ca.key", "jwt.key", "server.pem", "server.key", "tether.db", "audit.log", "hmac.kek"]) {
+    for (const f of ["ca.pem", "server.pem", "server.key", "tether.db", "audit.log", "hmac.kek"]) {
       expect(existsSync(join(tc.dataDir, f)), f).toBe(true);
     }
-    for (const f of ["ca.key", "jwt.key", "server.key", "hmac.kek"]) expect(statSync(join(tc.dataDir, f)).mode & 0o777, f).toBe(0o600);
+    // CA and JWT keys live in the database, encrypted under hmac.kek; ca.pem is the trust bundle, for operators.
+    for (const f of ["ca.key", "jwt.key"]) expect(existsSync(join(tc.dataDir, f)), f).toBe(false);
+    expect(statSync(join(tc.dataDir, "ca.pem")).mode & 0o777).toBe(0o644);
+    for (const f of ["server.key", "hmac.kek"]) expect(statSync(join(tc.dataDir, f)).mode & 0o777, f).toBe(0o600);
   });
 
   it("the database alone reveals no HMAC key", async () => {
@@ -66,15 +69,15 @@ describe("data dir and keys", () => {
     }
   });
 
-  it("refuses to start, naming the file, when the CA key is readable by others", async () => {
+  it("refuses to start, naming the file, when the key that encrypts the CA keys is readable by others", async () => {
     const dataDir = join(tempDir(), "data");
     const first = spawnTether(["controller", "start", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--log-level", "silent"]);
     await first.waitFor(/listening on https:\/\/127\.0\.0\.1:\d+/);
     expect(await first.stop()).toBe(0);
-    chmodSync(join(dataDir, "ca.key"), 0o640);
+    chmodSync(join(dataDir, "hmac.kek"), 0o640);
     const r = tether(["controller", "start", "--data-dir", dataDir, "--listen", "127.0.0.1:0"]);
     expect(r.status).not.toBe(0);
-    expect(r.stderr).toContain(join(dataDir, "ca.key"));
+    expect(r.stderr).toContain(join(dataDir, "hmac.kek"));
     expect(r.stderr.trim().split("\n")).toHaveLength(1);
   }, 40_000);
 });

@@ -13,6 +13,7 @@ import { startTestController, type TestController } from "../support/controller.
 import { rawExchange } from "../support/raw-http.ts";
 import { register, type Enrolled } from "../support/wire.ts";
 import { tempDir } from "../support/temp-dir.ts";
+import { selfSignedCa, writeCaFiles } from "../support/legacy-ca.ts";
 
 const haveOpenssl = spawnSync("sh", ["-c", "command -v openssl"]).status === 0;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -101,8 +102,11 @@ describe("a client certificate from a look-alike CA (same subject name, another 
   let other: TestController;
   let foreign: Enrolled;
   beforeAll(async () => {
-    other = await startTestController();
-    // Same trust domain, so the foreign CA has our CA's subject and its certificates a SAN of our shape.
+    // Our CA's very subject (CA subjects are unique, an attacker copies one), imported as the other
+    // controller's CA; same trust domain, so its certificates carry a SAN of our shape.
+    const otherDir = join(tempDir("tether-tls-other-"), "data");
+    writeCaFiles(otherDir, await selfSignedCa(new X509Certificate(tc.caPem).subject.replace(/\n/g, ", ")));
+    other = await startTestController({ dataDir: otherDir });
     expect(new X509Certificate(other.caPem).subject).toBe(new X509Certificate(tc.caPem).subject);
     foreign = await register(other.url, other.caPem, await other.createToken(), { alg: "P-256" });
     await foreign.client.close();

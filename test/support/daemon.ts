@@ -43,12 +43,16 @@ export function captureLog(): { log: DaemonDeps["log"]; logs: LogLine[] } {
   return { log: createLogger({ level: "debug", destination: destination as never }), logs };
 }
 
-/** Daemon options for a test: a fresh state dir, token "tet_enr_test", Ed25519, a fast backoff (50 → 200 ms). */
+/**
+ * Daemon options for a test: a fresh state dir, token "tet_enr_test", Ed25519, a fast backoff (50 → 200 ms),
+ * and an unverifiable controller ends the daemon after 6 attempts without the 60 s floor.
+ */
 export function testDaemonOptions(o: Pick<DaemonOptions, "controllerUrl" | "caFilePem"> & Partial<DaemonOptions>): DaemonOptions {
   return {
     stateDir: join(tempDir(), "state"), token: () => "tet_enr_test", tokenSource: "--token",
     labels: {}, capacity: 2, allowedCommands: [], keyType: "ed25519", drainTimeoutMs: 1000,
     backoff: { baseMs: 50, capMs: 200, factor: 2 },
+    untrusted: { forMs: 0 },
     ...o,
   };
 }

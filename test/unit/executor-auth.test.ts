@@ -19,7 +19,7 @@ const PREVIOUS = tp("previous");
 function authState(over: Partial<ExecutorAuthState> = {}): ExecutorAuthState {
   return {
     id: "ex_a", epoch: 3, certFingerprint: CURRENT, prevCertFingerprint: PREVIOUS, prevCertGraceUntil: NOW + 60_000,
-    certIssuedAt: NOW - 3_600_000, certExpiresAt: NOW + 3_600_000, drain: false, revoked: false, certConfirmed: true, ...over,
+    certIssuedAt: NOW - 3_600_000, certExpiresAt: NOW + 3_600_000, drain: false, revoked: false, certConfirmed: true, certCaId: null, ...over,
   };
 }
 

@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { generateKeyPairSync, createPublicKey } from "node:crypto";
 import { jwtVerify, createLocalJWKSet, exportJWK, calculateJwkThumbprint } from "jose";
 import { ExecutorJwt } from "../../controller/domain/jwt.ts";
+import { singleKey } from "../../controller/domain/trust/jwt-ring.ts";
 import type { CertThumbprint } from "../../shared/fingerprint.ts";
 
 /** Thumbprints are opaque to the JWT code; short stand-ins keep the tests readable. */
@@ -20,7 +21,7 @@ async function keys() {
 describe("ExecutorJwt", () => {
   it("mints tokens an independent implementation (jose) verifies, with every PROTOCOL claim", async () => {
     const k = await keys();
-    const j = new ExecutorJwt(k, "tether.local", 900);
+    const j = new ExecutorJwt(singleKey(k), "tether.local", 900);
     const { jwt } = j.mint("ex_a", 3, FP);
     const { payload, protectedHeader } = await jwtVerify(jwt, createLocalJWKSet({ keys: [k.jwk] }), {
       issuer: "spiffe://tether.local/controller",
@@ -35,22 +36,22 @@ describe("ExecutorJwt", () => {
 
   it("verifies its own tokens and reports each failure", async () => {
     const k = await keys();
-    const j = new ExecutorJwt(k, "tether.local", 60);
+    const j = new ExecutorJwt(singleKey(k), "tether.local", 60);
     const now = Date.now();
     const { jwt } = j.mint("ex_a", 1, FP, now);
     expect(j.verify(jwt, { sub: "ex_a", thumbprint: FP }, now).ok).toBe(true);
     expect(j.verify(jwt, { sub: "ex_b", thumbprint: FP }, now)).toMatchObject({ ok: false, code: "TOKEN_INVALID" });
     expect(j.verify(jwt, { sub: "ex_a", thumbprint: OTHER }, now)).toMatchObject({ ok: false, code: "TOKEN_INVALID" });
     expect(j.verify(jwt, { sub: "ex_a", thumbprint: FP }, now + 61_000)).toMatchObject({ ok: false, code: "TOKEN_EXPIRED" });
-    const other = new ExecutorJwt(await keys(), "tether.local", 60);
+    const other = new ExecutorJwt(singleKey(await keys()), "tether.local", 60);
     expect(other.verify(jwt, { sub: "ex_a", thumbprint: FP }, now)).toMatchObject({ ok: false, code: "TOKEN_INVALID" });
-    const wrongDomain = new ExecutorJwt(k, "other.domain", 60);
+    const wrongDomain = new ExecutorJwt(singleKey(k), "other.domain", 60);
     expect(wrongDomain.verify(jwt, { sub: "ex_a", thumbprint: FP }, now)).toMatchObject({ ok: false, code: "TOKEN_INVALID", reason: "wrong iss" });
   });
 
   it("refuses alg none, other algs, edited payloads and garbage", async () => {
     const k = await keys();
-    const j = new ExecutorJwt(k, "tether.local", 60);
+    const j = new ExecutorJwt(singleKey(k), "tether.local", 60);
     const { jwt } = j.mint("ex_a", 1, FP);
     const [h, p, s] = jwt.split(".");
     const enc = (v: unknown) => Buffer.from(JSON.stringify(v)).toString("base64url");
@@ -69,7 +70,7 @@ describe("ExecutorJwt", () => {
 
   it("caches a verified token and never caches a failed one", async () => {
     const k = await keys();
-    const j = new ExecutorJwt(k, "tether.local", 60);
+    const j = new ExecutorJwt(singleKey(k), "tether.local", 60);
     const { jwt } = j.mint("ex_a", 1, FP);
     j.verify(jwt.slice(0, -2) + "AA", { sub: "ex_a", thumbprint: FP });
     expect(j.cacheSize).toBe(0);
@@ -83,7 +84,7 @@ describe("ExecutorJwt", () => {
 
   it("bounds its cache", async () => {
     const k = await keys();
-    const j = new ExecutorJwt(k, "tether.local", 60, { maxCache: 10 });
+    const j = new ExecutorJwt(singleKey(k), "tether.local", 60, { maxCache: 10 });
     for (let i = 0; i < 25; i++) j.verify(j.mint(`ex_${i}`, 1, FP).jwt, { sub: `ex_${i}`, thumbprint: FP });
     expect(j.cacheSize).toBeLessThanOrEqual(10);
     expect(createPublicKey(k.privateKey).equals(k.publicKey)).toBe(true);
