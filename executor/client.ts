@@ -13,7 +13,7 @@ import { Agent, request } from "undici";
 import { TetherError } from "../shared/errors.ts";
 import { signRequestHeaders } from "../shared/hmac.ts";
 import { newNonce } from "../shared/random.ts";
-import { paths } from "../shared/protocol.ts";
+import { BUNDLE_VERSION_HEADER, paths } from "../shared/protocol.ts";
 import type { HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse, RenewRequest, RenewResponse } from "../shared/wire/executor.ts";
 import type { CertThumbprint } from "../shared/fingerprint.ts";
 import { certInfo } from "./certificate.ts";
@@ -69,6 +69,15 @@ export interface ClientOptions {
 }
 
 export type Auth = "jwt" | "no-jwt";
+
+/** `GET /v1/ca/bundle.pem`: the PEM and its `X-Tether-Bundle-Version` (undefined when missing or not a number). */
+export interface BundleDownload {
+  pem: string;
+  version?: number;
+}
+
+/** More than any real bundle (a few CA certificates). */
+const MAX_BUNDLE_BYTES = 1024 * 1024;
 
 export interface CallOptions {
   signal?: AbortSignal;
@@ -170,6 +179,26 @@ export class ExecutorClient {
     }
   }
 
+  /** `GET /v1/ca/bundle.pem` over the session's agent: the server verified with the trust in use (PROTOCOL §7.2). */
+  fetchBundle(opts: CallOptions = {}): Promise<BundleDownload> {
+    if (!this.session) throw new Error("the executor has no credentials yet");
+    return this.getBundle(this.session.agent, opts);
+  }
+
+  /**
+   * The same download WITHOUT verifying the server, and without a client
+   * certificate: only to check a CA pin (PROTOCOL §7.6). Nothing else is ever sent
+   * over such a connection.
+   */
+  async fetchBundleUnverified(opts: CallOptions = {}): Promise<BundleDownload> {
+    const agent = new Agent({ connect: { rejectUnauthorized: false, minVersion: "TLSv1.2" } });
+    try {
+      return await this.getBundle(agent, opts);
+    } finally {
+      this.retire(agent);
+    }
+  }
+
   heartbeat(body: HeartbeatRequest, opts: CallOptions = {}): Promise<CallResult<HeartbeatResponse>> {
     return this.call<HeartbeatResponse>("POST", paths.heartbeat(this.executorId()), body, "jwt", opts);
   }
@@ -256,6 +285,34 @@ export class ExecutorClient {
       throw new TetherError(res.statusCode, "INVALID_RESPONSE", `${method} ${path}: the controller answered ${res.statusCode} with a body that is not JSON`);
     }
     return { data, status: res.statusCode, ...used, sentAtMs, receivedAtMs };
+  }
+
+  private async getBundle(agent: Agent, opts: CallOptions): Promise<BundleDownload> {
+    const timeout = opts.timeoutMs ?? this.timeoutMs;
+    const what = `GET ${paths.caBundle}`;
+    let res;
+    try {
+      res = await request(this.base + paths.caBundle, {
+        method: "GET", dispatcher: agent, signal: opts.signal, headersTimeout: timeout, bodyTimeout: timeout, headers: { accept: "application/x-pem-file" },
+      });
+    } catch (e) {
+      throw transportError(e, what);
+    }
+    let text: string;
+    try {
+      text = await res.body.text();
+    } catch (e) {
+      throw transportError(e, `${what} (reading the response)`);
+    }
+    const header = (name: string) => {
+      const v = res.headers[name];
+      return Array.isArray(v) ? v[0] : v;
+    };
+    if (res.statusCode !== 200) throw parseWireError(res.statusCode, text, header("retry-after"));
+    if (text.length > MAX_BUNDLE_BYTES) throw new TetherError(200, "INVALID_RESPONSE", `${what}: the bundle is larger than ${MAX_BUNDLE_BYTES} bytes`);
+    const v = header(BUNDLE_VERSION_HEADER);
+    const version = v !== undefined && /^\d{1,15}$/.test(v) ? Number(v) : undefined;
+    return { pem: text, version };
   }
 
   private retire(agent: Agent, force = false): void {

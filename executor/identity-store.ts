@@ -5,19 +5,23 @@
  *   identity.json   executor id, HMAC key, controller URL, name, labels, key type  (rarely changes)
  *   key.pem         private key of the active certificate (generated here, never sent anywhere)
  *   cert.pem        the active certificate
- *   ca.pem          the trust bundle last received from the controller
+ *   ca.pem          the trust bundle and its version, in one file (./trust-bundle.ts)
  *   session.json    epoch, current JWT and expiries, last successful contact      (changes often)
  *   key.next.pem    a certificate rotation in progress: the fresh key …
- *   cert.next.pem   … and the certificate the controller issued for it
+ *   hmac.next.json  … the HMAC key that came with the new certificate, naming it …
+ *   cert.next.pem   … and the certificate the controller issued for the key
  *
  * Crash safety of a rotation: the fresh key is staged in key.next.pem before the
- * CSR is sent, the new certificate in cert.next.pem as soon as it arrives, and
- * only after the new pair has been confirmed by a successful request is it
- * promoted over key.pem/cert.pem (key first, then certificate, then the staged
- * files are removed). The loader does not trust file names: it considers every
- * key/certificate combination on disk and takes the newest certificate that
- * matches its key and names this executor, so the state loads and works after a
- * crash between any two of those steps.
+ * CSR is sent; the answer's HMAC key in hmac.next.json and then the new certificate
+ * in cert.next.pem as soon as they arrive; only after the new pair has been
+ * confirmed by a successful request is it promoted (the HMAC key into
+ * identity.json, then key.pem, cert.pem, then the staged files are removed). The
+ * loader does not trust file names: it considers every key/certificate combination
+ * on disk and takes the newest certificate that matches its key and names this
+ * executor, and the HMAC key staged *for that certificate* if there is one (else
+ * identity.json's). So the certificate and its HMAC key switch together, and the
+ * state loads and works after a crash between any two of those steps. A new HMAC
+ * key alone (a re-registration) is written before it is used (`saveHmacKey`).
  */
 import { existsSync, readFileSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
@@ -26,6 +30,7 @@ import { EXECUTOR_ID_RE } from "../shared/ids.ts";
 import type { CertThumbprint } from "../shared/fingerprint.ts";
 import { certInfo, keyMatchesCert, type CertInfo } from "./certificate.ts";
 import { KEY_TYPES, type KeyType } from "./csr.ts";
+import { formatTrustFile, parseTrustFile, type TrustFile } from "./trust-bundle.ts";
 
 export const STATE_FILES = {
   identity: "identity.json",
@@ -34,8 +39,14 @@ export const STATE_FILES = {
   cert: "cert.pem",
   keyNext: "key.next.pem",
   certNext: "cert.next.pem",
+  hmacNext: "hmac.next.json",
   ca: "ca.pem",
 } as const;
+
+/** A well-formed `hmac_key` (PROTOCOL §3.1): base64url of 32 bytes. */
+export function isHmacKey(k: unknown): k is string {
+  return typeof k === "string" && /^[A-Za-z0-9_-]{43}$/.test(k) && Buffer.from(k, "base64url").length === 32;
+}
 
 /** identity.json */
 export interface IdentityRecord {
@@ -68,15 +79,26 @@ export interface SessionRecord {
   revoked_at?: string;
 }
 
+/** hmac.next.json: the HMAC key that belongs to a staged certificate. */
+interface StagedHmacKey {
+  version: 1;
+  cert_fingerprint: CertThumbprint;
+  hmac_key: string;
+}
+
 export interface LoadedIdentity {
   executorId: string;
+  /** The HMAC key of the certificate in use (staged with it during a rotation, else identity.json's). */
   hmacKey: Buffer;
+  /** identity.json, with `hmac_key` the one in use (see `hmacKey`). */
   record: IdentityRecord;
   keyPem: string;
   certPem: string;
   cert: CertInfo;
   /** The trust bundle from the controller ("" if none was saved). */
   caPem: string;
+  /** Its `trust_bundle_version`; 0 when unknown. */
+  trustVersion: number;
   session: SessionRecord;
   /** True while a rotation is unfinished on disk (staged files exist); `promote()` finishes it. */
   pendingPromotion: boolean;
@@ -129,16 +151,17 @@ export class IdentityStore {
     if (!this.hasIdentity()) return undefined;
     const strict = opts.strictModes ?? true;
     if (strict) this.checkModes();
-    const record = this.readIdentityRecord();
-    const pair = this.bestPair(record.executor_id);
+    const saved = this.readIdentityRecord();
+    const pair = this.bestPair(saved.executor_id);
     if (!pair) {
       throw new IdentityStoreError(
-        `${this.dir} holds executor ${record.executor_id} but no private key matching a certificate for it; re-enroll with a new token (move the state dir away first)`,
+        `${this.dir} holds executor ${saved.executor_id} but no private key matching a certificate for it; re-enroll with a new token (move the state dir away first)`,
       );
     }
-    const caPem = this.readOptional(this.path("ca")) ?? "";
+    const record = { ...saved, hmac_key: this.stagedHmacKeyFor(pair.cert.fingerprint) ?? saved.hmac_key };
+    const trust = this.readTrust();
     const session = this.readSession(record.executor_id);
-    const staged = existsSync(this.path("keyNext")) || existsSync(this.path("certNext"));
+    const staged = (["keyNext", "certNext", "hmacNext"] as const).some((f) => existsSync(this.path(f)));
     const interruptedRotation = existsSync(this.path("keyNext")) && pair.keyFile !== STATE_FILES.keyNext && !existsSync(this.path("certNext"));
     return {
       executorId: record.executor_id,
@@ -147,7 +170,8 @@ export class IdentityStore {
       keyPem: pair.keyPem,
       certPem: pair.certPem,
       cert: pair.cert,
-      caPem,
+      caPem: trust.pem,
+      trustVersion: trust.version,
       session,
       pendingPromotion: staged || pair.keyFile !== STATE_FILES.key || pair.certFile !== STATE_FILES.cert,
       interruptedRotation,
@@ -160,13 +184,13 @@ export class IdentityStore {
    * commit point. Until then a previous identity, if any, still loads (its id
    * does not match the staged certificate).
    */
-  saveEnrollment(e: { record: IdentityRecord; keyPem: string; certPem: string; caPem: string; session: SessionRecord }): void {
+  saveEnrollment(e: { record: IdentityRecord; keyPem: string; certPem: string; caPem: string; trustVersion?: number; session: SessionRecord }): void {
     this.init();
     this.write("keyNext", e.keyPem);
     this.write("certNext", e.certPem);
-    this.write("ca", e.caPem);
-    this.write("session", JSON.stringify(e.session, null, 2) + "\n");
-    this.write("identity", JSON.stringify(e.record, null, 2) + "\n");
+    this.write("ca", formatTrustFile({ pem: e.caPem, version: e.trustVersion ?? 0 }));
+    this.writeJson("session", e.session);
+    this.writeJson("identity", e.record);
     this.promote();
   }
 
@@ -175,23 +199,43 @@ export class IdentityStore {
     this.write("keyNext", keyPem);
   }
 
-  /** Rotation step 2: the certificate the controller issued for the staged key. */
-  stageCert(certPem: string): void {
+  /**
+   * Rotation step 2: the certificate the controller issued for the staged key, and
+   * the HMAC key that came with it. The HMAC key is written first, naming the
+   * certificate: it counts only once that certificate is on disk (the commit point).
+   */
+  stageCert(certPem: string, hmacKey?: string): void {
+    if (hmacKey === undefined) this.remove("hmacNext");
+    else this.writeJson("hmacNext", { version: 1, cert_fingerprint: certInfo(certPem).fingerprint, hmac_key: hmacKey } satisfies StagedHmacKey);
     this.write("certNext", certPem);
   }
 
   /**
-   * Rotation step 3 (after the new pair was confirmed): the best pair on disk
-   * becomes key.pem/cert.pem and the staged files go. Idempotent.
+   * Rotation step 3 (after the new pair was confirmed): the HMAC key staged for the
+   * best pair goes into identity.json, the pair becomes key.pem/cert.pem, and the
+   * staged files go. Idempotent.
    */
   promote(): void {
     const record = this.readIdentityRecord();
     const pair = this.bestPair(record.executor_id);
     if (!pair) throw new IdentityStoreError(`no usable key and certificate in ${this.dir}`);
+    const hmacKey = this.stagedHmacKeyFor(pair.cert.fingerprint);
+    if (hmacKey !== undefined && hmacKey !== record.hmac_key) this.writeJson("identity", { ...record, hmac_key: hmacKey });
     if (pair.keyFile !== STATE_FILES.key) this.write("key", pair.keyPem);
     if (pair.certFile !== STATE_FILES.cert) this.write("cert", pair.certPem);
     this.remove("keyNext");
     this.remove("certNext");
+    this.remove("hmacNext");
+  }
+
+  /**
+   * A new HMAC key without a new certificate (a re-registration), saved before it is
+   * used: wherever the loader would look for the key of the certificate in use.
+   */
+  saveHmacKey(hmacKey: string): void {
+    const staged = this.readStagedHmacKey();
+    if (staged) this.writeJson("hmacNext", { ...staged, hmac_key: hmacKey });
+    this.writeJson("identity", { ...this.readIdentityRecord(), hmac_key: hmacKey });
   }
 
   /** Drops a staged key whose rotation never got a certificate (the request failed). */
@@ -199,12 +243,18 @@ export class IdentityStore {
     if (!existsSync(this.path("certNext"))) this.remove("keyNext");
   }
 
-  saveCaBundle(pem: string): void {
-    this.write("ca", pem);
+  /** The trust bundle and its version: one atomic write, so they never disagree. */
+  saveTrust(t: TrustFile): void {
+    this.write("ca", formatTrustFile(t));
+  }
+
+  /** The saved trust bundle (also without an identity); an empty pem when there is none. */
+  readTrust(): TrustFile {
+    return parseTrustFile(this.readOptional(this.path("ca")) ?? "");
   }
 
   saveSession(s: SessionRecord): void {
-    this.write("session", JSON.stringify(s, null, 2) + "\n");
+    this.writeJson("session", s);
   }
 
   readIdentityRecord(): IdentityRecord {
@@ -218,7 +268,7 @@ export class IdentityStore {
     }
     if (
       r?.version !== 1 || typeof r.executor_id !== "string" || !EXECUTOR_ID_RE.test(r.executor_id) ||
-      typeof r.hmac_key !== "string" || Buffer.from(r.hmac_key, "base64url").length !== 32
+      !isHmacKey(r.hmac_key)
     ) {
       throw new IdentityStoreError(`${this.path("identity")} is not a tether executor identity`);
     }
@@ -242,7 +292,7 @@ export class IdentityStore {
   }
 
   private checkModes(): void {
-    for (const name of ["identity", "key", "keyNext", "session"] as const) {
+    for (const name of ["identity", "key", "keyNext", "hmacNext", "session"] as const) {
       const p = this.path(name);
       if (existsSync(p)) {
         try {
@@ -279,6 +329,24 @@ export class IdentityStore {
       }
     }
     return best;
+  }
+
+  private readStagedHmacKey(): StagedHmacKey | undefined {
+    try {
+      const s = JSON.parse(this.readOptional(this.path("hmacNext")) ?? "null") as StagedHmacKey | null;
+      return s?.version === 1 && typeof s.cert_fingerprint === "string" && isHmacKey(s.hmac_key) ? s : undefined;
+    } catch {
+      return undefined; // damaged: as if absent (it only ever holds a key not yet promoted)
+    }
+  }
+
+  private stagedHmacKeyFor(cert: CertThumbprint): string | undefined {
+    const s = this.readStagedHmacKey();
+    return s?.cert_fingerprint === cert ? s.hmac_key : undefined;
+  }
+
+  private writeJson(name: "identity" | "hmacNext" | "session", value: unknown): void {
+    this.write(name, JSON.stringify(value, null, 2) + "\n");
   }
 
   private write(name: keyof typeof STATE_FILES, data: string): void {

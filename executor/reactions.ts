@@ -24,14 +24,39 @@ export type Reaction =
   | { kind: "enrollment-denied"; code: string }
   /** Errors retrying cannot fix (INVALID_CSR): terminal. */
   | { kind: "fatal"; code: string; message: string }
+  /**
+   * TLS could not verify the controller's certificate chain: no CA the executor
+   * trusts signed it. Backoff; a few of these in a row end the daemon (every CA it
+   * trusted has left the bundle, PROTOCOL §7.2).
+   */
+  | { kind: "untrusted-controller"; code: string; message: string }
   /** Network errors, 5xx, 429, anything unexpected: capped exponential backoff with jitter. */
   | { kind: "backoff"; code: string; message: string; retryAfter?: string; transient: boolean }
   /** The daemon is stopping. */
   | { kind: "aborted"; code: string };
 
+/**
+ * OpenSSL's verdicts (as Node names them) that mean "this chain does not lead to a
+ * CA we trust" — not a name mismatch, not an expired server certificate.
+ */
+export const CHAIN_ERROR_CODES: ReadonlySet<string> = new Set([
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "CERT_UNTRUSTED",
+  "CERT_SIGNATURE_FAILURE",
+  "PATH_LENGTH_EXCEEDED",
+  "INVALID_CA",
+]);
+
 export function classify(e: unknown, nowMs: number = Date.now()): Reaction {
   if (isAbortError(e)) return { kind: "aborted", code: "ABORTED" };
-  if (e instanceof TransportError) return { kind: "backoff", code: e.code ?? "NETWORK", message: e.message, transient: true };
+  if (e instanceof TransportError) {
+    if (e.code !== undefined && CHAIN_ERROR_CODES.has(e.code)) return { kind: "untrusted-controller", code: e.code, message: e.message };
+    return { kind: "backoff", code: e.code ?? "NETWORK", message: e.message, transient: true };
+  }
   if (!(e instanceof TetherError)) {
     return { kind: "backoff", code: "UNEXPECTED", message: (e as Error)?.message ?? String(e), transient: false };
   }

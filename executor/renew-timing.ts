@@ -4,7 +4,9 @@
  * without one we compute 2/3 of the lifetime locally (shared `renewAt`). Either
  * way a per-credential jitter spreads a fleet's renewals, and the result is kept
  * between half-life and 90 % of the life so jitter or a bad hint can neither
- * renew absurdly early nor let the credential lapse.
+ * renew absurdly early nor let the credential lapse — except that a certificate
+ * plan honors an early hint (`honorEarlyHint`): after a CA activation the
+ * controller asks for a renewal within a heartbeat interval (PROTOCOL §7.2).
  */
 import { renewAt } from "../shared/protocol.ts";
 
@@ -21,6 +23,8 @@ export interface RenewPlan {
   /** A uniform number in [0, 1) drawn once per credential, so re-planning does not re-roll the dice. */
   r: number;
   jitterFraction?: number;
+  /** A suggestion before half-life is taken as it is (not before issue): the controller wants this credential replaced now. */
+  honorEarlyHint?: boolean;
 }
 
 /** Absolute local time (ms) at which to renew. */
@@ -31,6 +35,7 @@ export function renewDeadline(p: RenewPlan): number {
   const spread = (2 * p.r - 1) * (p.jitterFraction ?? RENEW_JITTER_FRACTION) * life;
   const earliest = p.issuedAtMs + life / 2;
   const latest = p.expiresAtMs - life / 10;
+  if (p.honorEarlyHint && p.suggestedMs !== undefined && p.suggestedMs < earliest) return Math.floor(Math.max(p.issuedAtMs, p.suggestedMs));
   return Math.floor(Math.min(latest, Math.max(earliest, base + spread)));
 }
 

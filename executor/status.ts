@@ -1,6 +1,9 @@
 /** `tether executor status`: what the state dir says, without talking to the controller. */
+import { X509Certificate } from "node:crypto";
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
+import { certificateBlocks } from "../certs/bundle.ts";
+import { caFingerprint } from "../shared/fingerprint.ts";
 import { rfc3339 } from "../shared/time.ts";
 import { ExitCode } from "./exit-codes.ts";
 import { IdentityStore, IdentityStoreError, STATE_FILES } from "./identity-store.ts";
@@ -28,7 +31,31 @@ export interface ExecutorStatus {
   rotation_pending?: boolean;
   /** pid of the daemon holding the state dir, if one is running. */
   daemon_pid?: number | null;
+  /** The version of the saved trust bundle (0: unknown — the daemon fetches it at its next heartbeat). */
+  trust_bundle_version?: number;
+  /** The CAs the controller is verified with. */
+  trusted_cas?: TrustedCa[];
   problems: string[];
+}
+
+export interface TrustedCa {
+  fingerprint_sha256: string;
+  subject: string;
+  not_after: string;
+}
+
+/** The CAs of the saved bundle, as `tether ca show` names them. */
+function trustedCas(pem: string): TrustedCa[] {
+  const out: TrustedCa[] = [];
+  for (const b of certificateBlocks(pem)) {
+    try {
+      const c = new X509Certificate(b);
+      out.push({ fingerprint_sha256: caFingerprint(c.raw), subject: c.subject.split("\n").join(", "), not_after: rfc3339(Date.parse(c.validTo)) });
+    } catch {
+      /* a damaged block: the daemon ignores it too */
+    }
+  }
+  return out;
 }
 
 /** pid of the daemon holding the state dir (the kernel's word: the lock is never taken here), or null. */
@@ -96,6 +123,8 @@ export function readStatus(stateDir: string, now = Date.now()): { status: Execut
     enrolled_at: loaded.record.enrolled_at,
     rotation_pending: loaded.pendingPromotion,
     daemon_pid: daemonPid(stateDir),
+    trust_bundle_version: loaded.trustVersion,
+    trusted_cas: trustedCas(loaded.caPem),
   };
   if (s.revoked_at) status.problems.push(`executor ${loaded.executorId} was revoked (CERT_REVOKED at ${s.revoked_at})`);
   if (expired) status.problems.push(`the certificate expired at ${status.cert_expires_at}: re-enroll with a new token`);

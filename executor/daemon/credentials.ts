@@ -3,6 +3,11 @@
  * fresh key, re-registration (epoch + 1), and applying what the controller sent
  * (`applyCredentials`). Whoever needs one (the renewal loop, a reaction,
  * re-enrollment) queues on the same chain, so two never interleave.
+ *
+ * HMAC keys (PROTOCOL §7.4): a rotation's answer carries a new certificate and a new
+ * key; both are staged on disk together (identity-store.ts) and switched in one
+ * step. A re-registration's new key is saved before it is used. The controller
+ * accepts the previous key for 5 minutes, which covers a crash in between.
  */
 import type { Logger } from "pino";
 import { TetherError } from "../../shared/errors.ts";
@@ -12,13 +17,14 @@ import { certInfo, chainsTo, keyMatchesCert, mergeBundles } from "../certificate
 import type { CallResult, ExecutorClient } from "../client.ts";
 import { newKeyAndCsr } from "../csr.ts";
 import { DaemonExit, ExitCode } from "../exit-codes.ts";
-import type { IdentityStore } from "../identity-store.ts";
+import { isHmacKey, type IdentityStore } from "../identity-store.ts";
 import type { WorkSource } from "../work.ts";
 import type { Identity } from "./identity.ts";
 import type { DaemonOptions } from "./options.ts";
 import type { ReactionRunner } from "./reaction-runner.ts";
 import { jwtIssuedAtMs, type RenewalPlanner } from "./renewal-plan.ts";
 import type { RunState } from "./run-state.ts";
+import type { TrustBundle } from "./trust.ts";
 
 export class CredentialOps {
   private chain: Promise<unknown> = Promise.resolve();
@@ -27,7 +33,7 @@ export class CredentialOps {
     private readonly d: {
       log: Logger;
       now: () => number;
-      opts: Pick<DaemonOptions, "caFilePem" | "keyType">;
+      opts: Pick<DaemonOptions, "keyType">;
       store: IdentityStore;
       client: ExecutorClient;
       work: WorkSource;
@@ -35,6 +41,7 @@ export class CredentialOps {
       planner: RenewalPlanner;
       reactions: ReactionRunner;
       run: RunState;
+      trust: TrustBundle;
     },
   ) {}
 
@@ -54,7 +61,7 @@ export class CredentialOps {
       const res = await this.d.reactions.run("reregister", () => this.d.client.reregister({ signal: run.signal }), { inCredOp: true });
       this.contact(res);
       const old = identity.current.session.epoch;
-      this.applyCredentials(res.data, { epochChangeExpected: true });
+      this.applyCredentials(res.data, { epochChangeExpected: true, source: "reregister" });
       if (identity.pendingPromotion === res.certFingerprint) this.promote();
       log.info({ event: "reregistered", executor_id: identity.executorId, epoch: res.data.epoch, previous_epoch: old, reason }, `re-registered at epoch ${res.data.epoch}`);
     });
@@ -67,7 +74,7 @@ export class CredentialOps {
       if (seenJwt !== undefined && identity.current.session.jwt !== seenJwt) return; // renewed meanwhile
       const res = await this.d.reactions.run("renew", () => this.d.client.renew(undefined, { signal: run.signal }), { inCredOp: true });
       this.contact(res);
-      this.applyCredentials(res.data);
+      this.applyCredentials(res.data, { source: "renew" });
       log.info({ event: "jwt.renewed", executor_id: identity.executorId, jwt_expires_at: res.data.jwt_expires_at, reason }, "JWT renewed");
     });
   }
@@ -97,14 +104,22 @@ export class CredentialOps {
         throw e;
       }
       this.contact(res);
-      const certPem = res.data.certificate_pem;
-      const trust = mergeBundles(res.data.ca_bundle_pem, identity.caPem, this.d.opts.caFilePem);
-      if (!certPem || !keyMatchesCert(keyPem, certPem) || certInfo(certPem).executorId !== executorId || !chainsTo(certPem, trust)) {
+      const { certificate_pem: certPem, hmac_key: hmacKey } = res.data;
+      const trust = mergeBundles(res.data.ca_bundle_pem, identity.caPem);
+      if (
+        !certPem || !keyMatchesCert(keyPem, certPem) || certInfo(certPem).executorId !== executorId || !chainsTo(certPem, trust) ||
+        (hmacKey !== undefined && !isHmacKey(hmacKey))
+      ) {
         store.discardStagedKey();
-        throw new DaemonExit(ExitCode.ERROR, "the controller answered a certificate renewal with a certificate that is not for our new key, our executor id or our CA", "cert.invalid_response");
+        throw new DaemonExit(
+          ExitCode.ERROR,
+          "the controller answered a certificate renewal with a certificate that is not for our new key, our executor id or a CA of its bundle, or with a malformed hmac_key",
+          "cert.invalid_response",
+        );
       }
-      store.stageCert(certPem);
-      this.applyCredentials(res.data, { newKeyPem: keyPem });
+      // The certificate and its HMAC key: staged together, switched together.
+      store.stageCert(certPem, hmacKey);
+      this.applyCredentials(res.data, { newKeyPem: keyPem, source: "renew (certificate)" });
       const { cert } = identity.current;
       identity.pendingPromotion = cert.fingerprint;
       run.heartbeatWake.fire(); // confirm the new certificate soon
@@ -115,8 +130,12 @@ export class CredentialOps {
     });
   }
 
-  /** What a renew or re-register answer carries, applied in memory, to the client and to disk. */
-  applyCredentials(data: RenewResponse, o: { newKeyPem?: string; epochChangeExpected?: boolean } = {}): void {
+  /**
+   * What a renew or re-register answer carries, applied in memory, to the client and
+   * to disk. With `newKeyPem` (a rotation) the certificate and its HMAC key were
+   * staged on disk by the caller; a new HMAC key alone is saved here before use.
+   */
+  applyCredentials(data: RenewResponse, o: { newKeyPem?: string; epochChangeExpected?: boolean; source: string }): void {
     const { identity, log } = this.d;
     const now = this.d.now();
     const s = identity.current.session;
@@ -125,13 +144,15 @@ export class CredentialOps {
       log.warn({ event: "epoch.changed", executor_id: identity.executorId, epoch: data.epoch, previous_epoch: s.epoch }, "the controller reports another epoch; dropping held work");
       this.d.work.drop("epoch-changed");
     }
-    if (data.certificate_pem && newKeyPem) identity.useCertificate(newKeyPem, data.certificate_pem, rfc3339(now));
-    s.cert_expires_at = rfc3339(identity.current.cert.notAfterMs);
-    if (data.ca_bundle_pem && data.ca_bundle_pem !== identity.caPem) {
-      const first = identity.caPem === "";
-      identity.useTrust(data.ca_bundle_pem);
-      if (!first) log.info({ event: "trust_bundle.updated", executor_id: identity.executorId }, "trust bundle updated; new connections use it");
+    const newCert = data.certificate_pem && newKeyPem ? data.certificate_pem : undefined;
+    // The bundle first: it must hold the CA of the certificate used from now on.
+    this.d.trust.offer(data.ca_bundle_pem, data.trust_bundle_version, o.source, newCert ?? identity.current.certPem);
+    if (newCert && newKeyPem) identity.useCertificate(newKeyPem, newCert, rfc3339(now), data.hmac_key);
+    else if (data.hmac_key !== undefined) {
+      if (!isHmacKey(data.hmac_key)) throw new DaemonExit(ExitCode.ERROR, `the controller's ${o.source} answer carries a malformed hmac_key`, "credentials.invalid_response");
+      identity.useHmacKey(data.hmac_key);
     }
+    s.cert_expires_at = rfc3339(identity.current.cert.notAfterMs);
     s.epoch = data.epoch;
     s.jwt = data.jwt;
     s.jwt_issued_at = rfc3339(jwtIssuedAtMs(data.jwt) ?? now);

@@ -10,7 +10,8 @@
  * renew, re-register, re-enroll, warn about the clock, retry with a new nonce,
  * back off, or stop with an exit code (../exit-codes.ts). Credential changes
  * (renew / rotate / re-register / re-enroll) run one at a time (credentials.ts).
- * This file only composes the parts and owns start, stop and drain.
+ * The trust bundle (trust.ts) is adopted from heartbeat, renew and re-register
+ * answers. This file only composes the parts and owns start, stop and drain.
  */
 import type { Logger } from "pino";
 import { rfc3339 } from "../../shared/time.ts";
@@ -28,9 +29,10 @@ import { Heartbeat } from "./heartbeat.ts";
 import { Identity } from "./identity.ts";
 import { heartbeatLoop, renewalLoop, type LoopDeps } from "./loops.ts";
 import { readToken, type DaemonDeps, type DaemonOptions } from "./options.ts";
-import { ReactionRunner } from "./reaction-runner.ts";
+import { DEFAULT_UNTRUSTED, ReactionRunner } from "./reaction-runner.ts";
 import { RenewalPlanner } from "./renewal-plan.ts";
 import { RunState } from "./run-state.ts";
+import { TrustBundle } from "./trust.ts";
 
 export { tokenFileReader, type DaemonDeps, type DaemonOptions } from "./options.ts";
 export type { DropReason } from "../work.ts";
@@ -75,18 +77,21 @@ export class ExecutorDaemon {
     const clock = new ControllerClock({ log, now, onCorrection: (ms) => (client.clockOffsetMs = ms) });
     const planner = (this.planner = new RenewalPlanner({ now, random, clock, wake: run.renewWake }));
     const identity = (this.identity = new Identity({ log, store, client, caFilePem: opts.caFilePem, planner }));
+    const trust = new TrustBundle({ log, client, identity, opts, signal: run.signal });
     // The remedies are credential operations and re-enrollment, built below: bound late.
     const reactions = (this.reactions = new ReactionRunner({
       log, now, random, backoff, signal: run.signal, identity, clock, readToken: token, tokenSource: opts.tokenSource,
+      untrusted: { attempts: opts.untrusted?.attempts ?? DEFAULT_UNTRUSTED.attempts, forMs: opts.untrusted?.forMs ?? DEFAULT_UNTRUSTED.forMs },
+      lostTrust: (code, n) => trust.lostTrust(code, n),
       remedies: {
         renewJwt: (jwt, reason) => this.creds.renewJwt(jwt, reason),
         reregister: (epoch, reason) => this.creds.reregister(epoch, reason),
         reenroll: (t, code) => this.enrollment.reenroll(t, code),
       },
     }));
-    const creds = (this.creds = new CredentialOps({ log, now, opts, store, client, work, identity, planner, reactions, run }));
+    const creds = (this.creds = new CredentialOps({ log, now, opts, store, client, work, identity, planner, reactions, run, trust }));
     this.enrollment = new Enrollment({ log, now, opts, store, client, work, identity, creds, reactions, run, readToken: token });
-    this.heartbeat = new Heartbeat({ log, capacity: opts.capacity, client, work, identity, creds, clock, planner, reactions, run });
+    this.heartbeat = new Heartbeat({ log, capacity: opts.capacity, client, work, identity, creds, clock, planner, reactions, run, trust });
     this.loopDeps = { random, backoff, signal: run.signal, onError: (e, loop) => this.loopError(e, loop) };
   }
 

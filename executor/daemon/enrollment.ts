@@ -2,17 +2,20 @@
  * Getting an identity: reuse the one saved in --state-dir (and re-register at
  * epoch + 1), or enroll with a token (fresh key, CSR, `POST /register`, identity
  * committed to disk). Re-enrollment while running is the same enrollment, queued
- * as a credential operation.
+ * as a credential operation. The registration verifies the controller with the
+ * bundle held, else `--ca-file`, else the CA pinned with `--ca-fingerprint`.
  */
 import type { Logger } from "pino";
 import type { RegisterResponse } from "../../shared/wire/executor.ts";
 import { rfc3339 } from "../../shared/time.ts";
-import { certInfo, chainsTo, keyMatchesCert, mergeBundles } from "../certificate.ts";
+import { certInfo, chainsTo, keyMatchesCert } from "../certificate.ts";
 import type { ExecutorClient } from "../client.ts";
 import { newKeyAndCsr } from "../csr.ts";
+import { bundleProblem } from "../trust-bundle.ts";
 import { DaemonExit, ExitCode } from "../exit-codes.ts";
-import { IdentityStoreError, type IdentityRecord, type IdentityStore, type LoadedIdentity, type SessionRecord } from "../identity-store.ts";
+import { IdentityStoreError, isHmacKey, type IdentityRecord, type IdentityStore, type LoadedIdentity, type SessionRecord } from "../identity-store.ts";
 import type { WorkSource } from "../work.ts";
+import { pinnedTrust } from "./ca-pin.ts";
 import type { CredentialOps } from "./credentials.ts";
 import type { Identity } from "./identity.ts";
 import type { DaemonOptions } from "./options.ts";
@@ -21,6 +24,9 @@ import { jwtIssuedAtMs } from "./renewal-plan.ts";
 import type { RunState } from "./run-state.ts";
 
 export class Enrollment {
+  /** The CA pinned with --ca-fingerprint, once checked (one download per run). */
+  private pinned?: string;
+
   constructor(
     private readonly d: {
       log: Logger;
@@ -89,6 +95,12 @@ export class Enrollment {
       { event: "identity.loaded", executor_id: id, last_epoch: loaded.session.epoch, cert_expires_at: rfc3339(loaded.cert.notAfterMs) },
       `loaded the identity of executor ${id}`,
     );
+    if (loaded.caPem && (opts.caFilePem || opts.caPin)) {
+      log.info(
+        { event: "ca_option.unused", executor_id: id, trust_bundle_version: loaded.trustVersion },
+        `verifying the controller with the trust bundle saved in ${opts.stateDir}/ca.pem; --ca-file / --ca-fingerprint are used only until one is saved`,
+      );
+    }
     const r = loaded.record;
     if (r.controller_url !== opts.controllerUrl) {
       log.info({ event: "controller.changed", executor_id: id, enrolled_with: r.controller_url }, `enrolled with ${r.controller_url}, now talking to ${opts.controllerUrl}`);
@@ -117,11 +129,20 @@ export class Enrollment {
     });
   }
 
+  /** What the registration verifies the controller with: the bundle held, else --ca-file, else the pinned CA. */
+  private async registrationTrust(): Promise<string> {
+    const { identity, opts, log, client, reactions, run } = this.d;
+    if (identity.caPem) return identity.caPem;
+    if (opts.caFilePem) return opts.caFilePem;
+    if (opts.caPin) return (this.pinned ??= await pinnedTrust({ log, client, reactions, controllerUrl: opts.controllerUrl, pin: opts.caPin, signal: run.signal }));
+    throw new DaemonExit(ExitCode.USAGE, "no CA to verify the controller with: start with --ca-file FILE or --ca-fingerprint SHA256:HEX", "usage");
+  }
+
   /** Registers with an enrollment token: fresh key, CSR, `POST /register`, identity committed to disk. */
   private async enroll(token: string, reason: string): Promise<void> {
     const { opts, log, identity } = this.d;
+    const trust = await this.registrationTrust();
     const { keyPem, csrPem } = await newKeyAndCsr(opts.keyType, opts.name ?? "tether-executor");
-    const trust = mergeBundles(opts.caFilePem, identity.caPem);
     const req = {
       enrollment_token: token,
       csr_pem: csrPem,
@@ -160,10 +181,12 @@ export class Enrollment {
     const previous = identity.executorId;
     identity.enrolledHere = true;
     identity.acceptedSinceEnroll = false;
-    this.d.store.saveEnrollment({ record, keyPem, certPem: reg.certificate_pem, caPem: reg.ca_bundle_pem, session });
+    // An older controller sends no version: 0, and the first heartbeat naming one makes the daemon fetch.
+    const trustVersion = reg.trust_bundle_version ?? 0;
+    this.d.store.saveEnrollment({ record, keyPem, certPem: reg.certificate_pem, caPem: reg.ca_bundle_pem, trustVersion, session });
     identity.adopt({
       executorId: reg.executor_id, hmacKey: Buffer.from(reg.hmac_key, "base64url"), record, keyPem, certPem: reg.certificate_pem,
-      cert: info, caPem: reg.ca_bundle_pem, session, pendingPromotion: false, interruptedRotation: false,
+      cert: info, caPem: reg.ca_bundle_pem, trustVersion, session, pendingPromotion: false, interruptedRotation: false,
     });
     identity.installCredentials();
     log.info(
@@ -180,10 +203,14 @@ export class Enrollment {
 function validateRegistration(reg: RegisterResponse, keyPem: string): void {
   const problems: string[] = [];
   if (typeof reg.executor_id !== "string" || !reg.executor_id) problems.push("no executor_id");
-  if (typeof reg.hmac_key !== "string" || Buffer.from(reg.hmac_key, "base64url").length !== 32) problems.push("hmac_key is not 32 bytes");
+  if (!isHmacKey(reg.hmac_key)) problems.push("hmac_key is not 32 bytes");
   if (typeof reg.jwt !== "string") problems.push("no jwt");
   if (typeof reg.certificate_pem !== "string" || !keyMatchesCert(keyPem, reg.certificate_pem)) problems.push("the certificate is not for our key");
   else if (certInfo(reg.certificate_pem).executorId !== reg.executor_id) problems.push("the certificate names another executor");
   else if (!chainsTo(reg.certificate_pem, reg.ca_bundle_pem)) problems.push("the certificate does not chain to the returned CA bundle");
+  const v = reg.trust_bundle_version;
+  if (v !== undefined && !(Number.isSafeInteger(v) && v >= 0)) problems.push("trust_bundle_version is not a whole number");
+  const unusable = typeof reg.ca_bundle_pem === "string" ? bundleProblem(reg.ca_bundle_pem) : "missing";
+  if (unusable) problems.push(`the returned CA bundle is unusable: ${unusable}`);
   if (problems.length) throw new DaemonExit(ExitCode.ERROR, `the controller's registration answer is unusable: ${problems.join("; ")}`, "enrollment.invalid_response");
 }

@@ -1,7 +1,8 @@
 /**
- * One heartbeat: report ready/draining and the work held (with the reactions
- * applied), then act on the answer — clock offset, renewal hints, the operator's
- * drain flag, leases to cancel. The heartbeat loop (loops.ts) decides when.
+ * One heartbeat: report ready/draining, the work held and the trust bundle version
+ * held (with the reactions applied), then act on the answer — clock offset, renewal
+ * hints, the operator's drain flag, leases to cancel, a newer trust bundle to fetch.
+ * The heartbeat loop (loops.ts) decides when.
  */
 import type { Logger } from "pino";
 import type { HeartbeatResponse } from "../../shared/wire/executor.ts";
@@ -13,6 +14,7 @@ import type { Identity } from "./identity.ts";
 import type { ReactionRunner } from "./reaction-runner.ts";
 import type { RenewalPlanner } from "./renewal-plan.ts";
 import type { RunState } from "./run-state.ts";
+import type { TrustBundle } from "./trust.ts";
 
 export class Heartbeat {
   private readySeen = false;
@@ -29,6 +31,7 @@ export class Heartbeat {
       planner: RenewalPlanner;
       reactions: ReactionRunner;
       run: RunState;
+      trust: TrustBundle;
     },
   ) {}
 
@@ -40,13 +43,18 @@ export class Heartbeat {
       const draining = run.shuttingDown || run.operatorDrain;
       announcedShutdown = run.shuttingDown;
       return this.d.client.heartbeat(
-        { status: draining ? "draining" : "ready", running: work.running(), capacity: this.d.capacity, leases: work.leaseIds() },
+        {
+          status: draining ? "draining" : "ready", running: work.running(), capacity: this.d.capacity, leases: work.leaseIds(),
+          trust_bundle_version: this.d.trust.version,
+        },
         { signal: run.signal },
       );
     });
     if (announcedShutdown) run.announceDraining();
     this.d.creds.contact(res);
     this.apply(res);
+    // Reported from the next heartbeat on; a failed fetch is retried then.
+    await this.d.trust.controllerVersion(res.data.trust_bundle_version);
     return res.data.next_heartbeat_s;
   }
 

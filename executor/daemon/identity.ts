@@ -3,15 +3,18 @@
  * in use, the trust bundle and session.json. `adopt()` takes one loaded from disk
  * or just enrolled; `installCredentials()` puts it into the client in one step.
  * Disk writes go through the IdentityStore (crash-safe); this only mirrors it.
+ *
+ * The controller is verified with exactly the saved trust bundle; `--ca-file` is
+ * used only while none is saved (a state dir from before bundles were saved).
  */
 import type { Logger } from "pino";
-import { certInfo, mergeBundles, type CertInfo } from "../certificate.ts";
+import { certInfo, type CertInfo } from "../certificate.ts";
 import type { ExecutorClient } from "../client.ts";
 import type { IdentityStore, LoadedIdentity, SessionRecord } from "../identity-store.ts";
 import type { RenewalPlanner } from "./renewal-plan.ts";
 
 /** What is in use; `session` is a copy the credential operations update (then `saveSession()`). */
-export type InUse = Pick<LoadedIdentity, "record" | "keyPem" | "certPem" | "cert" | "caPem" | "session">;
+export type InUse = Pick<LoadedIdentity, "record" | "keyPem" | "certPem" | "cert" | "caPem" | "trustVersion" | "session">;
 
 export class Identity {
   private inUse?: InUse;
@@ -26,8 +29,8 @@ export class Identity {
       log: Logger;
       store: IdentityStore;
       client: ExecutorClient;
-      /** `--ca-file`: always trusted next to the controller's bundle. */
-      caFilePem: string;
+      /** `--ca-file`: trusted only while no bundle is saved. */
+      caFilePem?: string;
       planner: RenewalPlanner;
     },
   ) {}
@@ -52,6 +55,16 @@ export class Identity {
     return this.inUse?.caPem ?? "";
   }
 
+  /** The version of the saved bundle; 0 when unknown or none. */
+  get trustVersion(): number {
+    return this.inUse?.trustVersion ?? 0;
+  }
+
+  /** What the controller is verified with: the saved bundle, else `--ca-file`. */
+  get trustPem(): string {
+    return this.caPem || (this.d.caFilePem ?? "");
+  }
+
   /** The identity in use; only called once one is (a bug otherwise). */
   get current(): InUse {
     if (!this.inUse) throw new Error("no executor identity in use yet");
@@ -59,36 +72,49 @@ export class Identity {
   }
 
   adopt(l: LoadedIdentity): void {
-    this.inUse = { record: l.record, keyPem: l.keyPem, certPem: l.certPem, cert: l.cert, caPem: l.caPem, session: { ...l.session } };
+    this.inUse = {
+      record: { ...l.record }, keyPem: l.keyPem, certPem: l.certPem, cert: l.cert, caPem: l.caPem, trustVersion: l.trustVersion, session: { ...l.session },
+    };
     this.pendingPromotion = l.pendingPromotion ? l.cert.fingerprint : undefined;
     this.d.planner.reset(l.cert, this.inUse.session);
   }
 
-  /** A new key and certificate (a rotation): in memory, and the session notes when it arrived. */
-  useCertificate(keyPem: string, certPem: string, receivedAt: string): void {
+  /**
+   * A new key and certificate (a rotation) and the HMAC key that came with it, all
+   * already staged on disk: in memory, and the session notes when it arrived.
+   */
+  useCertificate(keyPem: string, certPem: string, receivedAt: string, hmacKey: string | undefined): void {
     const cur = this.current;
     cur.keyPem = keyPem;
     cur.certPem = certPem;
     cur.cert = certInfo(certPem);
+    if (hmacKey !== undefined) cur.record.hmac_key = hmacKey;
     cur.session.cert_fingerprint = cur.cert.fingerprint;
     cur.session.cert_received_at = receivedAt;
   }
 
-  /** A new trust bundle from the controller: saved, and used by the next `installCredentials()`. */
-  useTrust(caPem: string): void {
+  /** A new HMAC key for the certificate in use (a re-registration): saved first, then used by the next `installCredentials()`. */
+  useHmacKey(hmacKey: string): void {
+    this.d.store.saveHmacKey(hmacKey);
+    this.current.record.hmac_key = hmacKey;
+  }
+
+  /** A new trust bundle: saved with its version (one atomic write), used by the next `installCredentials()`. */
+  useTrust(caPem: string, version: number): void {
     const cur = this.current;
-    this.d.store.saveCaBundle(caPem);
+    this.d.store.saveTrust({ pem: caPem, version });
     cur.caPem = caPem;
+    cur.trustVersion = version;
   }
 
   /** Puts the identity in memory into the client (a new agent when the certificate, key or trust changed). */
   installCredentials(): void {
-    const { record, keyPem, certPem, caPem, session } = this.current;
+    const { record, keyPem, certPem, session } = this.current;
     this.d.client.setCredentials({
       executorId: record.executor_id,
       keyPem,
       certPem,
-      trustPem: mergeBundles(caPem, this.d.caFilePem),
+      trustPem: this.trustPem,
       hmacKey: Buffer.from(record.hmac_key, "base64url"),
       jwt: session.jwt,
     });

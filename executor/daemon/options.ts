@@ -1,6 +1,7 @@
 /** What `tether executor run` hands the daemon: its settings and the outside world it uses. */
 import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
+import type { CaFingerprint } from "../../shared/fingerprint.ts";
 import type { BackoffOptions, Random } from "../backoff.ts";
 import type { KeyType } from "../csr.ts";
 import type { StepHook } from "../identity-store.ts";
@@ -8,8 +9,16 @@ import type { WorkSource } from "../work.ts";
 
 export interface DaemonOptions {
   controllerUrl: string;
-  /** Contents of `--ca-file`: trusted for the controller, always, next to the bundle it sends. */
-  caFilePem: string;
+  /**
+   * Contents of `--ca-file`: what the controller is verified with until the executor
+   * holds a trust bundle from it (saved in the state dir); unused from then on.
+   */
+  caFilePem?: string;
+  /**
+   * `--ca-fingerprint` (PROTOCOL §7.6), instead of `--ca-file` on a first start: the
+   * bundle is downloaded unverified once and only the CA with this fingerprint is trusted.
+   */
+  caPin?: CaFingerprint;
   stateDir: string;
   /** Reads the enrollment token (from --token or --token-file) when one is needed; undefined when none was given. */
   token?: () => string | undefined;
@@ -24,6 +33,8 @@ export interface DaemonOptions {
   drainTimeoutMs: number;
   backoff?: BackoffOptions;
   requestTimeoutMs?: number;
+  /** Chain-verification failures of the controller in a row, lasting at least `forMs`, that end the daemon (default 6 and 60 s). */
+  untrusted?: { attempts?: number; forMs?: number };
 }
 
 export interface DaemonDeps {

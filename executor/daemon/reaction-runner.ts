@@ -9,6 +9,7 @@ import { TetherError } from "../../shared/errors.ts";
 import { rfc3339 } from "../../shared/time.ts";
 import { Backoff, retryAfterDelay, type BackoffOptions, type Random } from "../backoff.ts";
 import { DaemonExit, ExitCode } from "../exit-codes.ts";
+import { TransportError } from "../client.ts";
 import { classify } from "../reactions.ts";
 import { abortError, sleep } from "../timers.ts";
 import type { ControllerClock } from "./clock.ts";
@@ -34,9 +35,19 @@ export interface ReactionOptions {
   passThrough?: boolean;
 }
 
+/**
+ * Chain-verification failures of the controller in a row (any request) that end the
+ * daemon, and for how long at least they must have lasted: a server that briefly
+ * presents a wrong certificate (a proxy being redeployed) must not stop a fleet.
+ */
+export const DEFAULT_UNTRUSTED = { attempts: 6, forMs: 60_000 } as const;
+
 export class ReactionRunner {
   private reenrollments = 0;
   private failingSince?: number;
+  /** Requests in a row whose TLS handshake could not verify the controller's chain (since when); any answer resets it. */
+  private untrusted = 0;
+  private untrustedSince = 0;
 
   constructor(
     private readonly d: {
@@ -51,6 +62,9 @@ export class ReactionRunner {
       readToken: () => string | undefined;
       tokenSource?: string;
       remedies: Remedies;
+      /** After this many chain failures in a row, lasting at least this long: `lostTrust` says why and how to recover. */
+      untrusted: { attempts: number; forMs: number };
+      lostTrust(code: string, attempts: number): DaemonExit;
     },
   ) {}
 
@@ -73,6 +87,7 @@ export class ReactionRunner {
         }
         seen = { jwt: identity.session?.jwt, epoch: identity.session?.epoch };
         const result = await op();
+        this.untrusted = 0;
         if (this.failingSince !== undefined && !o.inCredOp) {
           log.info({ event: "contact.restored", after_ms: this.d.now() - this.failingSince }, "the controller answers again");
           this.failingSince = undefined;
@@ -81,6 +96,8 @@ export class ReactionRunner {
       } catch (e) {
         if (e instanceof DaemonExit) throw e;
         const r = classify(e, this.d.now());
+        // An answer (any HTTP status) came over a verified connection; a network error says nothing.
+        if (!(e instanceof TransportError)) this.untrusted = 0;
         const retryLater = async (code: string, message: string, retryAfter?: string, level: "warn" | "error" = "warn") => {
           const d = retryAfter !== undefined ? retryAfterDelay(retryAfter, backoff.next()) : backoff.next();
           this.failingSince ??= this.d.now();
@@ -139,6 +156,13 @@ export class ReactionRunner {
             );
           case "fatal":
             throw new DaemonExit(ExitCode.ERROR, `${what}: ${r.code}: ${r.message}`, "error");
+          case "untrusted-controller":
+            if (this.untrusted++ === 0) this.untrustedSince = this.d.now();
+            if (this.untrusted >= this.d.untrusted.attempts && this.d.now() - this.untrustedSince >= this.d.untrusted.forMs) {
+              throw this.d.lostTrust(r.code, this.untrusted);
+            }
+            await retryLater(r.code, r.message, undefined, "error");
+            continue;
           case "backoff":
             if (o.passThrough && !r.transient && e instanceof TetherError) throw e;
             await retryLater(r.code, r.message, r.retryAfter, r.transient ? "warn" : "error");

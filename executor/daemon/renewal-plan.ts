@@ -63,7 +63,8 @@ export class RenewalPlanner {
     const received = s?.cert_fingerprint === c.fingerprint ? serverTimeToLocal(s.cert_received_at, 0) : undefined;
     // notBefore is back-dated for skew, so the local receipt time is the better start.
     const issuedAtMs = received ?? c.notBeforeMs - offset;
-    this.certPlan = { subject: c.fingerprint, issuedAtMs, expiresAtMs: c.notAfterMs - offset, r: this.d.random() };
+    // The controller may ask for an early renewal (after a CA activation, PROTOCOL §7.2).
+    this.certPlan = { subject: c.fingerprint, issuedAtMs, expiresAtMs: c.notAfterMs - offset, r: this.d.random(), honorEarlyHint: true };
   }
 
   /** The controller's hints apply only to the credentials the heartbeat was made with, if they are still ours. */

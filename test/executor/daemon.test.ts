@@ -138,7 +138,8 @@ describe("daemon reactions", () => {
     const run = startDaemon(m);
     await untilEvent(run, "ready");
     expect(routes(m).slice(0, 2)).toEqual(["register", "heartbeat"]);
-    expect(m.fake.requests[1]!.json).toEqual({ status: "ready", running: 0, capacity: 2, leases: [] });
+    // trust_bundle_version 0: the bundle from the registration answer carries no version (fetched once the controller names one).
+    expect(m.fake.requests[1]!.json).toEqual({ status: "ready", running: 0, capacity: 2, leases: [], trust_bundle_version: 0 });
     run.daemon.shutdown("SIGTERM");
     expect(await run.done).toBe(ExitCode.OK);
     expect(run.work.accepting).toBe(false);

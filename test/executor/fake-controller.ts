@@ -24,7 +24,8 @@ export interface Recorded {
   hmacOk: boolean;
 }
 
-export type Reply = { status: number; body?: unknown; headers?: Record<string, string>; delayMs?: number };
+/** `body` is sent as JSON; `text` as it is (e.g. a PEM bundle). */
+export type Reply = { status: number; body?: unknown; text?: string; headers?: Record<string, string>; delayMs?: number };
 export type Handler = (req: Recorded) => Reply | Promise<Reply>;
 
 export interface FakeController {
@@ -33,11 +34,13 @@ export interface FakeController {
   handler: Handler;
   hmacKey?: Buffer;
   executorId?: string;
+  /** Serves another certificate (chain: leaf first) from now on; open connections are closed. */
+  serve(tls: { certPem: string; keyPem: string }): void;
   close(): Promise<void>;
 }
 
 export async function startFakeController(tls: { certPem: string; keyPem: string; caPem: string; requireClientCert?: boolean }, handler: Handler): Promise<FakeController> {
-  const fake: FakeController = { url: "", requests: [], handler, close: async () => {} };
+  const fake: FakeController = { url: "", requests: [], handler, serve: () => {}, close: async () => {} };
   const server: Server = createServer(
     { cert: tls.certPem, key: tls.keyPem, ca: tls.caPem, requestCert: true, rejectUnauthorized: tls.requireClientCert ?? false },
     (req: IncomingMessage, res: ServerResponse) => {
@@ -72,13 +75,18 @@ export async function startFakeController(tls: { certPem: string; keyPem: string
           reply = { status: 500, body: { error: { code: "INTERNAL", message: String(e) } } };
         }
         if (reply.delayMs) await new Promise((r) => setTimeout(r, reply.delayMs));
-        res.writeHead(reply.status, { "content-type": "application/json", ...(reply.headers ?? {}) });
-        res.end(reply.body === undefined ? "" : JSON.stringify(reply.body));
+        const type = reply.text !== undefined ? "application/x-pem-file" : "application/json";
+        res.writeHead(reply.status, { "content-type": type, ...(reply.headers ?? {}) });
+        res.end(reply.text ?? (reply.body === undefined ? "" : JSON.stringify(reply.body)));
       });
     },
   );
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   fake.url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  fake.serve = (t) => {
+    server.setSecureContext({ cert: t.certPem, key: t.keyPem, ca: tls.caPem });
+    server.closeAllConnections();
+  };
   fake.close = () =>
     new Promise<void>((r) => {
       server.closeAllConnections();

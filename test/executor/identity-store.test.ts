@@ -1,10 +1,12 @@
 /**
  * The identity store: modes, and crash safety — a crash between any two durable
- * steps of an enrollment or a certificate rotation leaves an identity that loads
- * and still authenticates over mTLS.
+ * steps of an enrollment, a certificate rotation (with the HMAC key that comes with
+ * it) or an HMAC key change leaves an identity that loads and still authenticates
+ * over mTLS with the HMAC key the controller expects; the trust bundle and its
+ * version are one file.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { chmodSync, cpSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, cpSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { IdentityStore, IdentityStoreError, type IdentityRecord, type SessionRecord } from "../../executor/identity-store.ts";
@@ -54,25 +56,31 @@ async function enrolledDir(): Promise<{ dir: string; keyPem: string; certPem: st
   return { dir, keyPem, certPem };
 }
 
-/** The identity authenticates: an mTLS request signed with its HMAC key is accepted. */
-async function works(dir: string): Promise<void> {
+/** The identity authenticates: an mTLS request signed with its HMAC key is accepted by a controller expecting `expectKey`. */
+async function works(dir: string, expectKey: Buffer = hmacKey): Promise<void> {
   const loaded = new IdentityStore(dir).load()!;
   expect(loaded).toBeDefined();
   expect(keyMatchesCert(loaded.keyPem, loaded.certPem)).toBe(true);
   const client = new ExecutorClient({ baseUrl: fake.url });
   client.setCredentials({ executorId: loaded.executorId, keyPem: loaded.keyPem, certPem: loaded.certPem, trustPem: ca.certPem, hmacKey: loaded.hmacKey });
+  fake.hmacKey = expectKey;
   try {
     const res = await client.call<{ ok: boolean }>("POST", `/v1/executors/${ID}/heartbeat`, { status: "ready", running: 0, capacity: 1, leases: [] }, "no-jwt");
     expect(res.data.ok).toBe(true);
   } finally {
+    fake.hmacKey = hmacKey;
     await client.close();
   }
 }
 
 class Crash extends Error {}
 
-/** Runs a rotation (stage key → the controller issues → stage cert → promote), crashing after step `crashAt`. */
-async function rotate(dir: string, crashAt: number | undefined, steps: string[] = []): Promise<{ keyPem: string; certPem: string }> {
+/**
+ * Runs a rotation (stage key → the controller issues a certificate and a new HMAC
+ * key → stage both → promote), crashing after step `crashAt`. `newHmac: null`: an
+ * answer without an HMAC key (a controller from before key rotation).
+ */
+async function rotate(dir: string, crashAt: number | undefined, steps: string[] = [], newHmac: Buffer | null = rotatedHmacKey): Promise<{ keyPem: string; certPem: string }> {
   let n = 0;
   const store = new IdentityStore(dir, (step) => {
     steps.push(step);
@@ -82,10 +90,13 @@ async function rotate(dir: string, crashAt: number | undefined, steps: string[] 
   const fresh = { keyPem, certPem: "" };
   store.stageKey(keyPem);
   fresh.certPem = await ca.issueForCsr(csrPem, ID, { ttlMs: 2 * 3600_000 });
-  store.stageCert(fresh.certPem);
+  store.stageCert(fresh.certPem, newHmac?.toString("base64url"));
   store.promote();
   return fresh;
 }
+
+/** The HMAC key a rotation brings. */
+const rotatedHmacKey = randomBytes(32);
 
 describe("identity store: layout and modes", () => {
   it("creates the dir 0700 and every file 0600", async () => {
@@ -138,11 +149,15 @@ describe("identity store: crash safety of a certificate rotation", () => {
     await rotate(dir, undefined, stepNames);
   });
 
-  it("has the documented steps: stage key, stage cert, promote key, promote cert, clean up", () => {
-    expect(stepNames).toEqual(["write:key.next.pem", "write:cert.next.pem", "write:key.pem", "write:cert.pem", "unlink:key.next.pem", "unlink:cert.next.pem"]);
+  it("has the documented steps: stage key, stage HMAC key and cert, promote HMAC key, key, cert, clean up", () => {
+    expect(stepNames).toEqual([
+      "write:key.next.pem", "write:hmac.next.json", "write:cert.next.pem",
+      "write:identity.json", "write:key.pem", "write:cert.pem", "unlink:key.next.pem", "unlink:cert.next.pem", "unlink:hmac.next.json",
+    ]);
   });
 
-  it("a crash after any step leaves an identity that loads and authenticates over mTLS", async () => {
+  it("a crash after any step leaves an identity that loads and authenticates over mTLS, the certificate and its HMAC key switching together", async () => {
+    const commit = stepNames.indexOf("write:cert.next.pem");
     for (let k = 0; k < stepNames.length; k++) {
       const { dir, certPem: oldCert } = await enrolledDir();
       const fresh = await rotate(dir, k).then(
@@ -154,19 +169,38 @@ describe("identity store: crash safety of a certificate rotation", () => {
       );
       expect(fresh, `crash at ${stepNames[k]}`).toBe("crashed");
       const loaded = new IdentityStore(dir).load()!;
-      // Before the new certificate is on disk the old pair is used; from then on the new one.
-      if (k === 0) expect(loaded.certPem, stepNames[k]).toBe(oldCert);
+      // Before the new certificate is on disk the old pair and the old HMAC key are used; from then on the new ones.
+      const expectKey = k < commit ? hmacKey : rotatedHmacKey;
+      if (k < commit) expect(loaded.certPem, stepNames[k]).toBe(oldCert);
       else expect(loaded.certPem, stepNames[k]).not.toBe(oldCert);
+      expect(loaded.hmacKey.equals(expectKey), stepNames[k]).toBe(true);
       expect(loaded.pendingPromotion, stepNames[k]).toBe(k < stepNames.length - 1);
-      await works(dir);
+      await works(dir, expectKey);
       // Recovery finishes the rotation: promote is idempotent and leaves a clean dir.
       new IdentityStore(dir).promote();
       expect(readdirSync(dir).filter((f) => f.includes(".next")), stepNames[k]).toEqual([]);
       const after = new IdentityStore(dir).load()!;
       expect(after.certPem).toBe(loaded.certPem);
+      expect(after.hmacKey.equals(expectKey), stepNames[k]).toBe(true);
       expect(after.pendingPromotion).toBe(false);
-      await works(dir);
+      await works(dir, expectKey);
     }
+  });
+
+  it("an answer without an HMAC key (older controller): the same steps as before, identity.json's key stays", async () => {
+    const steps: string[] = [];
+    const { dir } = await enrolledDir();
+    await rotate(dir, undefined, steps, null);
+    expect(steps).toEqual(["write:key.next.pem", "write:cert.next.pem", "write:key.pem", "write:cert.pem", "unlink:key.next.pem", "unlink:cert.next.pem"]);
+    await works(dir, hmacKey);
+  });
+
+  it("an HMAC key staged for another certificate (a crash before that certificate arrived) is never used", async () => {
+    const { dir } = await enrolledDir();
+    const other = await issued();
+    writeFileSync(join(dir, "hmac.next.json"), JSON.stringify({ version: 1, cert_fingerprint: certInfo(other.certPem).fingerprint, hmac_key: rotatedHmacKey.toString("base64url") }), { mode: 0o600 });
+    expect(new IdentityStore(dir).load()!.hmacKey.equals(hmacKey)).toBe(true);
+    await works(dir, hmacKey);
   });
 
   it("the controller's answer never arriving (key staged, no certificate) keeps the old pair; discardStagedKey cleans up", async () => {
@@ -194,6 +228,64 @@ describe("identity store: crash safety of a certificate rotation", () => {
     store.stageKey(keyPem);
     store.stageCert(await ca.issueForCsr(csrPem, ID, { ttlMs: 1000, notBefore: new Date(Date.now() - 60_000) }));
     expect(new IdentityStore(dir).load()!.certPem).toBe(certPem);
+  });
+});
+
+describe("identity store: a new HMAC key without a new certificate (re-registration)", () => {
+  const reregKey = randomBytes(32);
+
+  it("is saved in one step before use; a crash before it leaves the previous key, which the controller accepts for 5 minutes", async () => {
+    const { dir } = await enrolledDir();
+    const steps: string[] = [];
+    new IdentityStore(dir, (s) => steps.push(s)).saveHmacKey(reregKey.toString("base64url"));
+    expect(steps).toEqual(["write:identity.json"]);
+    expect(new IdentityStore(dir).load()!.hmacKey.equals(reregKey)).toBe(true);
+    await works(dir, reregKey);
+  });
+
+  it("during an unpromoted rotation it replaces the staged key too: after a crash at any step the certificate in use loads with a key the controller accepts", async () => {
+    const steps: string[] = [];
+    {
+      const { dir } = await enrolledDir();
+      await rotate(dir, 2).catch((e) => expect(e).toBeInstanceOf(Crash)); // crashed after staging the certificate: the rotation is pending
+      new IdentityStore(dir, (s) => steps.push(s)).saveHmacKey(reregKey.toString("base64url"));
+    }
+    expect(steps).toEqual(["write:hmac.next.json", "write:identity.json"]);
+    for (let k = 0; k <= steps.length; k++) {
+      const { dir } = await enrolledDir();
+      await rotate(dir, 2).catch((e) => expect(e).toBeInstanceOf(Crash));
+      let n = 0;
+      const store = new IdentityStore(dir, (s) => {
+        if (n++ === k) throw new Crash(s);
+      });
+      try {
+        store.saveHmacKey(reregKey.toString("base64url"));
+      } catch (e) {
+        expect(e).toBeInstanceOf(Crash);
+      }
+      // The rotation's certificate is the one in use; its key is the re-registration's from the first write on.
+      await works(dir, reregKey);
+      new IdentityStore(dir).promote();
+      expect(JSON.parse(readFileSync(join(dir, "identity.json"), "utf8")).hmac_key).toBe(reregKey.toString("base64url"));
+      await works(dir, reregKey);
+    }
+  });
+});
+
+describe("identity store: the trust bundle and its version", () => {
+  it("are one file, written atomically: the version line and the CAs it counts never come apart", async () => {
+    const { dir } = await enrolledDir();
+    expect(new IdentityStore(dir).readTrust()).toEqual({ pem: ca.certPem, version: 0 });
+    const other = await createTestCa();
+    const steps: string[] = [];
+    new IdentityStore(dir, (s) => steps.push(s)).saveTrust({ pem: ca.certPem + other.certPem, version: 7 });
+    expect(steps).toEqual(["write:ca.pem"]);
+    expect(readFileSync(join(dir, "ca.pem"), "utf8")).toBe(`# tether-trust-bundle-version: 7\n${ca.certPem}${other.certPem}`);
+    expect(statSync(join(dir, "ca.pem")).mode & 0o777).toBe(0o600);
+    // A crash inside the next write leaves a temp file and the previous bundle with its own version.
+    writeFileSync(join(dir, ".ca.pem.0123456789ab.tmp"), "# tether-trust-bundle-version: 8\n-----BEGIN CERT", { mode: 0o600 });
+    const l = new IdentityStore(dir).load()!;
+    expect({ pem: l.caPem, version: l.trustVersion }).toEqual({ pem: ca.certPem + other.certPem, version: 7 });
   });
 });
 

@@ -35,6 +35,15 @@ describe("renewDeadline", () => {
     expect(renewDeadline({ ...p, jitterFraction: 10, r: 0.999 })).toBe(T0 + 90_000);
   });
 
+  it("a certificate plan honors an early hint (renew now after a CA activation), never before issue and without jitter", () => {
+    const p = { issuedAtMs: T0, expiresAtMs: T0 + 100_000, r: 0.9, honorEarlyHint: true };
+    expect(renewDeadline({ ...p, suggestedMs: T0 + 10_000 })).toBe(T0 + 10_000);
+    expect(renewDeadline({ ...p, suggestedMs: T0 - 1e9 })).toBe(T0);
+    // A normal hint is treated as before (jitter, clamps).
+    expect(renewDeadline({ ...p, suggestedMs: T0 + 1e9 })).toBe(T0 + 90_000);
+    expect(renewDeadline({ ...p, suggestedMs: T0 + 66_000 })).toBe(renewDeadline({ ...p, suggestedMs: T0 + 66_000, honorEarlyHint: false }));
+  });
+
   it("the short test lifetimes work too: a 10 s JWT renews between 6.2 s and 7.2 s", () => {
     for (const r of [0, 0.3, 0.7, 0.999]) {
       const t = renewDeadline({ issuedAtMs: T0, expiresAtMs: T0 + 10_000, r }) - T0;
