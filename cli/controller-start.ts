@@ -19,7 +19,7 @@ const duration = (args: ParsedArgs, name: string): number => required(durationSe
 export const controllerStart: Command = {
   spec: {
     name: "controller start",
-    usage: "controller start --data-dir DIR [--listen HOST:PORT] [--san NAME]… [--dev] [--bench] [--cert-ttl 24h] [--jwt-ttl 15m] [--heartbeat-interval 10s]",
+    usage: "controller start --data-dir DIR [--listen HOST:PORT] [--san NAME]… [--dev] [--bench] [--cert-ttl 24h] [--jwt-ttl 15m] [--heartbeat-interval 10s] [--ca-ttl 8760h] [--jwt-key-ttl 720h]",
     summary:
       "Runs the controller. On first start it creates the CA, the JWT signing key, the server certificate and the database in --data-dir.",
     options: {
@@ -34,7 +34,15 @@ export const controllerStart: Command = {
       "cert-ttl": { kind: "string", arg: "DURATION", help: "executor certificate lifetime", default: "24h" },
       "jwt-ttl": { kind: "string", arg: "DURATION", help: "executor JWT lifetime", default: "15m" },
       "heartbeat-interval": { kind: "string", arg: "DURATION", help: "heartbeat interval told to executors", default: "10s" },
-      "ca-key-type": { kind: "string", arg: "TYPE", help: "CA key type on first start: ed25519 or p256", default: "ed25519" },
+      "jwt-key-ttl": {
+        kind: "string", arg: "DURATION", default: "720h",
+        help: "how long a JWT signing key signs before the next one (published one JWT lifetime ahead) takes over",
+      },
+      "ca-key-type": { kind: "string", arg: "TYPE", help: "key type of new CAs (the first, and each rotation): ed25519 or p256", default: "ed25519" },
+      "ca-ttl": {
+        kind: "string", arg: "DURATION", default: "8760h",
+        help: "lifetime of new CAs; a successor is prepared when the active CA has half of it left and activated (once adopted) at a sixth",
+      },
       "log-level": { kind: "string", arg: "LEVEL", help: "trace, debug, info, warn, error or silent", default: "info", env: "TETHER_LOG_LEVEL" },
       "audit-max-mib": { kind: "string", arg: "N", help: "audit.log is rotated before it passes N MiB", default: "64" },
       "audit-max-files": { kind: "string", arg: "N", help: "audit files kept, audit.log included (the oldest is dropped)", default: "5" },
@@ -60,6 +68,8 @@ export const controllerStart: Command = {
       certTtlSeconds: duration(args, "cert-ttl"),
       jwtTtlSeconds: duration(args, "jwt-ttl"),
       heartbeatIntervalSeconds: duration(args, "heartbeat-interval"),
+      caTtlSeconds: duration(args, "ca-ttl"),
+      jwtKeyTtlSeconds: duration(args, "jwt-key-ttl"),
       logLevel: args.strings["log-level"]!,
       auditMaxBytes: required(wholeNumber(args, "audit-max-mib", 1024 * 1024), "audit-max-mib") * 1024 * 1024,
       auditMaxFiles: required(wholeNumber(args, "audit-max-files", 1000), "audit-max-files"),
@@ -81,7 +91,8 @@ export const controllerStart: Command = {
       process.once("SIGINT", () => stop("SIGINT"));
     });
     info(`tether controller listening on ${running.url} (${config.env})`);
-    info(`CA fingerprint SHA256:${running.caFingerprint}${running.caCreated ? " (new CA created)" : ""}`);
+    const bootstrap = { created: " (new CA created)", imported: " (imported from ca.key, now kept encrypted in the database)", loaded: "" }[running.caBootstrap];
+    info(`CA fingerprint SHA256:${running.caFingerprint}${bootstrap}`);
     info(`data dir ${dataDir}`);
     await stopped;
     return 0;

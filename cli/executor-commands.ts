@@ -5,6 +5,8 @@ import { durationSeconds, parseKeyValues, required, requireString, UsageError, w
 import { info, out, type Command } from "./command.ts";
 import { bundleCerts } from "../executor/certificate.ts";
 import { KEY_TYPES, type KeyType } from "../executor/csr.ts";
+import { IdentityStore } from "../executor/identity-store.ts";
+import { parseCaFingerprint, type CaFingerprint } from "../shared/fingerprint.ts";
 import { ExecutorDaemon, tokenFileReader } from "../executor/daemon/daemon.ts";
 import { ExitCode } from "../executor/exit-codes.ts";
 import { createLogger } from "../executor/logger.ts";
@@ -29,8 +31,29 @@ function controllerUrl(args: ParsedArgs): string {
   return url.toString().replace(/\/+$/, "");
 }
 
-function readCaFile(args: ParsedArgs): string {
-  const path = resolve(requireString(args, "ca-file"));
+/**
+ * How the controller is verified: exactly one of --ca-file / --ca-fingerprint on a
+ * first start; once the state dir holds a trust bundle from the controller, both
+ * may be left out (and are not used: the saved bundle is what is trusted).
+ */
+function controllerTrust(args: ParsedArgs, stateDir: string): { caFilePem?: string; caPin?: CaFingerprint } {
+  const file = args.strings["ca-file"];
+  const pinText = args.strings["ca-fingerprint"];
+  if (file !== undefined && pinText !== undefined) throw new UsageError("give either --ca-file or --ca-fingerprint, not both");
+  if (pinText !== undefined) {
+    const caPin = parseCaFingerprint(pinText);
+    if (!caPin) throw new UsageError(`--ca-fingerprint expects SHA256: and 64 hex digits (colons optional), as "tether ca show" prints it; got "${pinText}"`);
+    return { caPin };
+  }
+  if (file !== undefined) return { caFilePem: readCaFile(file) };
+  if (bundleCerts(new IdentityStore(stateDir).readTrust().pem).length === 0) {
+    throw new UsageError(`${stateDir} holds no trust bundle yet: give --ca-file FILE or --ca-fingerprint SHA256:HEX to verify the controller on this first start`);
+  }
+  return {};
+}
+
+function readCaFile(file: string): string {
+  const path = resolve(file);
   let pem: string;
   try {
     pem = readFileSync(path, "utf8");
@@ -45,17 +68,28 @@ export const executorRun: Command = {
   spec: {
     name: "executor run",
     usage:
-      "executor run --controller URL --ca-file FILE --state-dir DIR [--token TOKEN | --token-file FILE] [--name NAME] [--label k=v]… [--capacity N] [--allow-command NAME]… [--allow-env NAME]…",
+      "executor run --controller URL (--ca-file FILE | --ca-fingerprint SHA256:HEX) --state-dir DIR [--token TOKEN | --token-file FILE] [--name NAME] [--label k=v]… [--capacity N] [--allow-command NAME]… [--allow-env NAME]…",
     summary:
       "Runs the executor daemon. First start: generates a key, sends a CSR and registers with the enrollment token. " +
       "Later starts: reuses the identity in --state-dir and re-registers (epoch + 1) without a token. " +
-      "Renews the JWT and the certificate (fresh key) at ~2/3 of their lifetimes, drains on SIGTERM. " +
+      "Renews the JWT and the certificate (fresh key) at ~2/3 of their lifetimes, adopts newer trust bundles, drains on SIGTERM. " +
+      "--ca-file or --ca-fingerprint is needed until the controller's trust bundle is saved in --state-dir (first start); later starts use that bundle. " +
       "Runs `command` tasks whose argv[0] was allowed with --allow-command (without any, it takes no tasks), " +
       "setting only the env names allowed with --allow-env. " +
-      "Exit codes: 0 stopped, 1 error, 2 usage, 3 revoked, 4 identity expired/rejected (re-enroll), 5 enrollment failed.",
+      "Exit codes: 0 stopped, 1 error, 2 usage, 3 revoked, 4 identity expired/rejected or the controller no longer verifiable (re-enroll), " +
+      "5 enrollment failed (no or denied token, CA pin mismatch, controller not verifiable with --ca-file).",
     options: {
       controller: { kind: "string", arg: "URL", help: "the controller, e.g. https://controller:8443", env: "TETHER_CONTROLLER" },
-      "ca-file": { kind: "string", arg: "FILE", help: "the controller's CA bundle (ca.pem) to trust; always trusted next to the bundle the controller sends" },
+      "ca-file": {
+        kind: "string",
+        arg: "FILE",
+        help: "the controller's CA bundle (ca.pem) to verify it with until the executor holds the controller's own bundle (first start); not used after",
+      },
+      "ca-fingerprint": {
+        kind: "string",
+        arg: "SHA256:HEX",
+        help: "instead of --ca-file on a first start: the controller's CA fingerprint (tether ca show; colons optional, any case); its bundle is fetched once and accepted only if it holds that CA",
+      },
       "state-dir": { kind: "string", arg: "DIR", help: "where the identity lives (created 0700, files 0600)", env: "TETHER_STATE_DIR" },
       token: { kind: "string", arg: "TOKEN", help: "enrollment token (first start only; prefer --token-file: argv is visible to other users)" },
       "token-file": { kind: "string", arg: "FILE", help: "file holding the enrollment token; read when a token is needed (first start, re-enrollment)" },
@@ -79,8 +113,8 @@ export const executorRun: Command = {
   },
   async run(args) {
     const controller = controllerUrl(args);
-    const caFilePem = readCaFile(args);
     const stateDir = resolve(requireString(args, "state-dir"));
+    const trust = controllerTrust(args, stateDir);
     const labels = parseKeyValues(args.lists.label!, "label");
     const capacity = required(wholeNumber(args, "capacity", 1024), "capacity");
     const keyType = args.strings["key-type"] as KeyType;
@@ -130,7 +164,7 @@ export const executorRun: Command = {
     // Without --allow-command there is nothing this executor could run: it takes no tasks.
     const work = new LeaseWorkSource({ handlers: allowed.length ? [new CommandHandler({ allowed, allowEnv })] : [] });
     const daemon = new ExecutorDaemon(
-      { controllerUrl: controller, caFilePem, stateDir, token, tokenSource, name, labels, capacity, allowedCommands: allowed, keyType, drainTimeoutMs },
+      { controllerUrl: controller, ...trust, stateDir, token, tokenSource, name, labels, capacity, allowedCommands: allowed, keyType, drainTimeoutMs },
       { log, work },
     );
     const onSignal = (signal: NodeJS.Signals) => daemon.shutdown(signal);
@@ -156,7 +190,8 @@ export const executorStatus: Command = {
     name: "executor status",
     usage: "executor status --state-dir DIR [--json]",
     summary:
-      "Shows the executor identity in --state-dir: id, epoch, certificate and JWT expiry, last successful contact. " +
+      "Shows the executor identity in --state-dir: id, epoch, certificate and JWT expiry, last successful contact, " +
+      "the trust bundle version and the CAs it holds. " +
       "Exit 0 when the identity is usable; 1 no identity, 3 revoked, 4 certificate expired (for health checks).",
     options: {
       "state-dir": { kind: "string", arg: "DIR", help: "the executor's state directory", env: "TETHER_STATE_DIR" },
@@ -183,6 +218,8 @@ export const executorStatus: Command = {
         ["last_contact_at", status.last_contact_at ?? "never"],
         ["daemon_pid", status.daemon_pid ?? "not running"],
         ["rotation_pending", status.rotation_pending],
+        ["trust_bundle", status.trust_bundle_version ? `version ${status.trust_bundle_version}` : "version unknown"],
+        ...(status.trusted_cas ?? []).map((c): [string, unknown] => ["  trusted_ca", `SHA256:${c.fingerprint_sha256} ${c.subject} (until ${c.not_after})`]),
       ];
       out(rows.map(([k, v]) => `${k.padEnd(17)} ${v === undefined ? "-" : String(v)}`).join("\n"));
     }

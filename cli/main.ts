@@ -26,6 +26,11 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   "task wait": async () => (await import("./task-commands.ts")).taskWait,
   "ca show": async () => (await import("./ca-commands.ts")).caShow,
   "ca bundle": async () => (await import("./ca-commands.ts")).caBundle,
+  "ca status": async () => (await import("./ca-commands.ts")).caStatus,
+  "ca rotate": async () => (await import("./ca-commands.ts")).caRotate,
+  "ca activate": async () => (await import("./ca-commands.ts")).caActivate,
+  "ca crl": async () => (await import("./ca-commands.ts")).caCrl,
+  "jwt-key rotate": async () => (await import("./jwt-key-commands.ts")).jwtKeyRotate,
   "executor run": async () => (await import("./executor-commands.ts")).executorRun,
   "executor status": async () => (await import("./executor-commands.ts")).executorStatus,
 };

@@ -14,9 +14,11 @@ import { readLogin, sameUrl } from "./login-store.ts";
 import type { ControllerContext } from "../controller/context.ts";
 import { capabilitiesOf } from "../controller/domain/capabilities.ts";
 import { readAuditEvents } from "../controller/domain/audit-reader.ts";
-import type {
-  ApiTokenView, AuditEvent, CreatedApiToken, CreatedEnrollmentToken, EnrollmentTokenView, ExecutorView, SubmitTask, TaskStatus, TaskView,
-  Whoami as WhoAmI,
+import { trustStatus } from "../controller/domain/trust/status.ts";
+import { BUNDLE_VERSION_HEADER, paths } from "../shared/protocol.ts";
+import type { JwtKeyView,
+  ApiTokenView, AuditEvent, CaView, CreatedApiToken, CreatedEnrollmentToken, EnrollmentTokenView, ExecutorView, SubmitTask, TaskStatus, TaskView,
+  TrustStatus, Whoami as WhoAmI,
 } from "../shared/wire/operator.ts";
 
 export type { CreatedEnrollmentToken, WhoAmI };
@@ -40,6 +42,18 @@ export interface OperatorClient {
   listTasks(q: { status?: TaskStatus; limit?: number }): Promise<TaskView[]>;
   showTask(id: string): Promise<TaskView>;
   cancelTask(id: string): Promise<TaskView>;
+  /** PROTOCOL §7: every CA (and JWT key) with its state and adoption. */
+  trustStatus(): Promise<TrustStatus>;
+  /** Prepares a new CA (cross-signed by the active one). */
+  rotateCa(): Promise<CaView>;
+  /** Activates the prepared CA; refused (ADOPTION_INCOMPLETE, with `pending`) until adopted unless `force`. */
+  activateCa(force: boolean): Promise<CaView>;
+  /** The trust bundle (every CA) and its version. */
+  caBundle(): Promise<{ version: number; pem: string }>;
+  /** One CRL per CA of the bundle, PEM. */
+  caCrl(): Promise<string>;
+  /** Promotes the next JWT key (PROTOCOL §7.3); refused (409, Retry-After) while it is too young. */
+  rotateJwtKey(): Promise<JwtKeyView[]>;
 }
 
 // ---------------------------------------------------------------- local
@@ -103,16 +117,35 @@ export class LocalOperatorClient implements OperatorClient {
   cancelTask(id: string) {
     return this.ctx.tasks.cancel(id, this.who);
   }
+  trustStatus() {
+    return trustStatus(this.ctx.cas, this.ctx.jwtKeys);
+  }
+  rotateCa() {
+    return this.ctx.cas.prepare(this.who);
+  }
+  activateCa(force: boolean) {
+    return this.ctx.cas.activate({ force }, this.who);
+  }
+  async caBundle() {
+    return { version: this.ctx.cas.version(), pem: this.ctx.cas.bundlePem() };
+  }
+  caCrl() {
+    return this.ctx.cas.crlPem();
+  }
+  rotateJwtKey() {
+    return this.ctx.jwtKeys.rotate(this.who);
+  }
 }
 
 // ---------------------------------------------------------------- remote
 
-/** An error answered by the controller: its message, status and code, in one line. */
+/** An error answered by the controller: its message, status and code, in one line; its other fields (e.g. `pending`) as details. */
 export class RemoteError extends Error {
   constructor(
     readonly status: number,
     readonly code: string,
     serverMessage: string,
+    readonly details: Record<string, unknown> = {},
   ) {
     super(`${serverMessage} (${status} ${code})`);
     this.name = "RemoteError";
@@ -185,7 +218,8 @@ export class RemoteOperatorClient implements OperatorClient {
       const err = (json as { error?: { code?: unknown; message?: unknown } } | undefined)?.error;
       const code = typeof err?.code === "string" ? err.code : "HTTP_ERROR";
       const message = typeof err?.message === "string" ? err.message.split("\n")[0]! : `HTTP ${res.statusCode}`;
-      throw new RemoteError(res.statusCode, code, message);
+      const { code: _code, message: _message, ...details } = (err ?? {}) as Record<string, unknown>;
+      throw new RemoteError(res.statusCode, code, message, details);
     }
     if (json === undefined) throw new Error(`${this.target} answered ${method} ${path} with a body that is not JSON`);
     return json as T;
@@ -246,6 +280,40 @@ export class RemoteOperatorClient implements OperatorClient {
   }
   cancelTask(id: string) {
     return this.call<TaskView>("POST", `/api/v1/tasks/${encodeURIComponent(id)}/cancel`, {});
+  }
+  trustStatus() {
+    return this.call<TrustStatus>("GET", "/api/v1/ca");
+  }
+  rotateCa() {
+    return this.call<CaView>("POST", "/api/v1/ca/rotate", {});
+  }
+  activateCa(force: boolean) {
+    return this.call<CaView>("POST", "/api/v1/ca/activate", force ? { force } : {});
+  }
+  async caBundle() {
+    const { text, headers } = await this.fetchPem(paths.caBundle);
+    const version = Number(headers[BUNDLE_VERSION_HEADER]);
+    if (!Number.isSafeInteger(version)) throw new Error(`${this.target} answered ${paths.caBundle} without a valid ${BUNDLE_VERSION_HEADER} header`);
+    return { version, pem: text };
+  }
+  async caCrl() {
+    return (await this.fetchPem(paths.caCrl)).text;
+  }
+  async rotateJwtKey() {
+    return (await this.call<{ jwt_keys: JwtKeyView[] }>("POST", "/api/v1/jwt-keys/rotate", {})).jwt_keys;
+  }
+
+  /** A public PEM route (no token needed, none sent). */
+  private async fetchPem(path: string): Promise<{ text: string; headers: Record<string, string | string[] | undefined> }> {
+    let res;
+    try {
+      res = await request(this.target + path, { method: "GET", dispatcher: this.agent });
+    } catch (e) {
+      throw new Error(`cannot reach ${this.target}: ${(e as Error).message}`);
+    }
+    const text = await res.body.text();
+    if (res.statusCode !== 200) throw new RemoteError(res.statusCode, "HTTP_ERROR", `GET ${path} answered ${res.statusCode}`);
+    return { text, headers: res.headers };
   }
 
   close(): Promise<void> {

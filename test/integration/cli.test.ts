@@ -26,6 +26,21 @@ describe("tether CLI on --data-dir", () => {
     expect((await tc.c.ctx.executors.show(e.id)).labels).toEqual({ zone: "z1" });
   });
 
+  it("token create --join-command prints, alone on stdout, the command a new host runs: URL, CA pin and token", async () => {
+    const url = "https://controller.example:8443";
+    const r = tether(["token", "create", "--data-dir", tc.dataDir, "--join-command", url]);
+    expect(r.status, r.stderr).toBe(0);
+    const m = /^tether executor run --controller (\S+) --ca-fingerprint SHA256:([0-9A-F:]{95}) --state-dir \S+ --token (tet_enr_[A-Za-z0-9_-]{43})\n$/.exec(r.stdout);
+    expect(m, r.stdout).not.toBeNull();
+    expect(m![1]).toBe(url);
+    expect(m![2]).toBe(new X509Certificate(tc.caPem).fingerprint256); // the active CA, as `openssl x509 -fingerprint -sha256` prints it
+    const e = await register(tc.url, tc.caPem, m![3]!);
+    await e.client.close();
+    const plain = tether(["token", "create", "--data-dir", tc.dataDir, "--join-command", "http://controller:8443"]);
+    expect([plain.status, plain.stdout]).toEqual([2, ""]);
+    expect(plain.stderr).toMatch(/must be https/);
+  });
+
   it("token list --json shows no secret; token revoke makes a token unusable", async () => {
     const created = tether(["token", "create", "--data-dir", tc.dataDir]);
     const token = created.stdout.trim();
@@ -55,9 +70,9 @@ describe("tether CLI on --data-dir", () => {
     expect(table.stdout.split("\n")[0]).toMatch(/^ID\s+NAME\s+EPOCH\s+STATUS/);
   });
 
-  it("ca show and ca bundle", () => {
+  it("ca show (every CA of the bundle, a list) and ca bundle", () => {
     const show = JSON.parse(tether(["ca", "show", "--data-dir", tc.dataDir, "--json"]).stdout);
-    expect(show.fingerprint_sha256).toBe(new X509Certificate(tc.caPem).fingerprint256);
+    expect(show).toMatchObject([{ state: "active", fingerprint_sha256: new X509Certificate(tc.caPem).fingerprint256 }]);
     expect(tether(["ca", "bundle", "--data-dir", tc.dataDir]).stdout).toBe(tc.caPem);
   });
 
