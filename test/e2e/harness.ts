@@ -123,13 +123,15 @@ export interface Controller {
   restart(): Promise<void>;
 }
 
-export async function startController(opts: { certTtl?: string; jwtTtl?: string; heartbeat?: string; port?: number; dataDir?: string } = {}): Promise<Controller> {
+export async function startController(
+  opts: { certTtl?: string; jwtTtl?: string; heartbeat?: string; port?: number; dataDir?: string; args?: string[] } = {},
+): Promise<Controller> {
   const dataDir = opts.dataDir ?? join(tempDir(), "data");
   const port = opts.port ?? (await freePort());
   const args = [
     "controller", "start", "--data-dir", dataDir, "--listen", `127.0.0.1:${port}`,
     "--cert-ttl", opts.certTtl ?? "24h", "--jwt-ttl", opts.jwtTtl ?? "15m", "--heartbeat-interval", opts.heartbeat ?? "1s",
-    "--log-level", "warn",
+    "--log-level", "warn", ...(opts.args ?? []),
   ];
   const c: Controller = {
     url: "",
