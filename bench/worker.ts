@@ -1,187 +1,52 @@
 /**
- * One load-generator thread: owns a shard of simulated executors (each with its
- * own key, certificate, JWT, HMAC key and keep-alive mTLS connection) and runs the
- * phases the orchestrator (bench/run.ts) asks for over a small RPC. Every loop is
- * bounded in count and in time; every connection goes to 127.0.0.1.
+ * One load-generator thread: owns a shard of simulated executors (bench/sim.ts: each with
+ * its own key, certificate, JWT, HMAC key and keep-alive mTLS connection) and runs the
+ * phases the orchestrator (bench/run.ts) asks for over a small RPC; the rotation phase is
+ * in bench/rotation-worker.ts. Every loop is bounded in count and in time; every
+ * connection goes to 127.0.0.1.
  */
-import { parentPort, workerData } from "node:worker_threads";
+import { parentPort } from "node:worker_threads";
 import { monitorEventLoopDelay } from "node:perf_hooks";
-import { connect, createSecureContext, type SecureContext } from "node:tls";
-import { signRequestHeaders } from "../shared/hmac.ts";
-import { newNonce } from "../shared/random.ts";
+import { connect } from "node:tls";
 import { paths } from "../shared/protocol.ts";
 import type { RegisterResponse } from "../shared/wire/executor.ts";
 import { newKeyAndCsr } from "../executor/csr.ts";
 import { backoffDelay, DEFAULT_BACKOFF } from "../executor/backoff.ts";
-import { buildRequest, errorCode, openConnection, TransportError, type Conn, type Res } from "./http1.ts";
-import type { WorkerInit } from "./protocol.ts";
+import { buildRequest, errorCode, openConnection, type Conn } from "./http1.ts";
+import {
+  anonCtx, BARE_PATH, bundleOf, call, Codes, connected, CONNECT_TIMEOUT_MS, counters, executors, failureCode, HOST_HEADER, hooks, init,
+  initialBundle, keepalive, measuring, pool, progress, REQUEST_TIMEOUT_MS, setJwt, sleep, stopBackground, TERMINAL, track, type Executor,
+} from "./sim.ts";
+import { rotationHandlers } from "./rotation-worker.ts";
 
-const init = workerData as WorkerInit;
-const HOST_HEADER = `127.0.0.1:${init.port}`;
-const CONNECT_TIMEOUT_MS = 10_000;
-const REQUEST_TIMEOUT_MS = 10_000;
-const HEARTBEAT_BODY = JSON.stringify({ status: "ready", running: 0, capacity: 1, leases: [] });
-const BARE_PATH = "/v1/bench/bare";
-/** Answers after which an executor could only recover by enrolling again. */
-const TERMINAL = new Set(["CERT_REQUIRED", "CERT_REVOKED", "IDENTITY_MISMATCH", "TOKEN_INVALID", "EPOCH_MISMATCH", "SIGNATURE_INVALID"]);
-
-interface Executor {
-  idx: number;
-  keyPem: string;
-  csrPem: string;
-  id: string;
-  certPem: string;
-  jwt: string;
-  hmacKey: Buffer;
-  ctx: SecureContext | null;
-  conn: Conn | null;
-  /** A request is in flight (or a connection is being opened) for this executor. */
-  busy: boolean;
-  /** Open-loop sends that were due while busy: their scheduled times. */
-  queue: number[];
-  /** performance.now() of the last answer on this executor's connection. */
-  lastUsed: number;
-  storm: { state: "waiting" | "ok" | "dead"; attempt: number; recoveredAt: number; timer: NodeJS.Timeout | null } | null;
-}
-
-const executors: Executor[] = [];
-const anonCtx = createSecureContext({ ca: init.caPem });
-const openConns = new Set<Conn>();
-
-// One sweep timer fails requests past their deadline (instead of one timer per request).
-const sweep = setInterval(() => {
-  const now = performance.now();
-  for (const c of openConns) c.checkTimeout(now);
-}, 250);
-sweep.unref();
-
-function track(conn: Conn, ex?: Executor): Conn {
-  openConns.add(conn);
-  conn.onClose = () => {
-    openConns.delete(conn);
-    if (ex && ex.conn === conn) {
-      ex.conn = null;
-      if (ex.storm?.state === "waiting") scheduleRecovery(ex);
-    }
-  };
-  return conn;
-}
-
-function progress(phase: string, done: number): void {
-  parentPort!.postMessage({ progress: phase, done });
-}
-
-/** Runs fn over items with at most `concurrency` in flight, stopping new work after `deadline` (epoch ms). */
-async function pool<T>(items: T[], concurrency: number, deadline: number, fn: (item: T) => Promise<void>, onDone?: (n: number) => void): Promise<number> {
-  let next = 0;
-  let done = 0;
-  const lane = async () => {
-    while (next < items.length && Date.now() < deadline) {
-      const item = items[next++]!;
-      await fn(item);
-      done++;
-      onDone?.(done);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, items.length)) }, lane));
-  return done;
-}
-
-function heartbeatRequest(ex: Executor, target: string): string {
-  const sig = signRequestHeaders(ex.hmacKey, { method: "POST", target, executorId: ex.id, body: HEARTBEAT_BODY }, newNonce);
-  return buildRequest("POST", target, HOST_HEADER, { authorization: `Bearer ${ex.jwt}`, ...sig }, HEARTBEAT_BODY);
-}
-
-async function connectExecutor(ex: Executor): Promise<Conn> {
-  ex.ctx ??= createSecureContext({ key: ex.keyPem, cert: ex.certPem, ca: init.caPem });
-  const conn = track(await openConnection({ port: init.port, secureContext: ex.ctx, timeoutMs: CONNECT_TIMEOUT_MS }), ex);
-  ex.conn = conn;
-  ex.lastUsed = performance.now();
-  // The key and certificate live on in the secure context; the PEM strings are not needed again.
-  ex.keyPem = ex.csrPem = ex.certPem = "";
-  return conn;
-}
-
-/** One heartbeat (or bare baseline call) on the executor's connection, reconnecting first when it was closed. */
-async function call(ex: Executor, target: string): Promise<{ res: Res; reconnected: boolean }> {
-  let reconnected = false;
-  let conn = ex.conn;
-  if (!conn || !conn.isOpen) {
-    conn = await connectExecutor(ex);
-    reconnected = true;
-  }
-  const res = await conn.request(heartbeatRequest(ex, target), REQUEST_TIMEOUT_MS);
-  ex.lastUsed = performance.now();
-  return { res, reconnected };
-}
-
-/**
- * Between measurements connected executors keep heartbeating every `intervalMs`, like
- * real ones — otherwise the controller's keep-alive timeout (75 s) closes connections
- * that sat idle through a long phase (connecting 10,000 executors takes minutes here)
- * and the next phase would measure reconnections instead. Paused while a phase measures.
- */
-const keepalive = { on: false, paused: 0, intervalMs: 10_000, sent: 0, errors: new Map<string, number>() };
-const keepaliveTimer = setInterval(() => {
-  if (!keepalive.on || keepalive.paused > 0) return;
-  const due = performance.now() - keepalive.intervalMs;
-  for (const ex of executors) {
-    if (!ex.id || ex.busy || !ex.conn?.isOpen || ex.lastUsed > due || ex.storm) continue;
-    ex.busy = true;
-    keepalive.sent++;
-    call(ex, paths.heartbeat(ex.id))
-      .then(({ res }) => res.status !== 200 && keepalive.errors.set(errorCode(res), (keepalive.errors.get(errorCode(res)) ?? 0) + 1))
-      .catch((e) => {
-        keepalive.errors.set(failureCode(e), (keepalive.errors.get(failureCode(e)) ?? 0) + 1);
-        ex.conn?.close();
-      })
-      .finally(() => (ex.busy = false));
-  }
-}, 500);
-keepaliveTimer.unref();
-
-/** Runs a measured phase with the background keep-alive heartbeats paused. */
-async function measuring<T>(fn: () => Promise<T>): Promise<T> {
-  keepalive.paused++;
-  // Let keep-alive heartbeats already in flight finish first.
-  for (let i = 0; i < 200 && executors.some((e) => e.busy); i++) await sleep(10);
-  try {
-    return await fn();
-  } finally {
-    keepalive.paused--;
-  }
-}
-
-class Codes {
-  readonly counts: Record<string, number> = {};
-  add(code: string): void {
-    this.counts[code] = (this.counts[code] ?? 0) + 1;
-  }
-}
-
-function failureCode(e: unknown): string {
-  return e instanceof TransportError ? e.code : (e as Error)?.message ?? String(e);
-}
+hooks.onClosed = (ex) => {
+  if (ex.storm?.state === "waiting") scheduleRecovery(ex);
+};
 
 // ---------------------------------------------------------------------------------------------
 // Phases
 
 const handlers: Record<string, (args: any) => Promise<unknown>> = {
-  /** Keys and CSRs made up front, with the executor daemon's own code, so key generation is not timed. */
-  async gencsr(args: { deadline: number }) {
+  /**
+   * Keys and CSRs made up front, with the executor daemon's own code, so key generation is
+   * not timed; with `second`, one more per executor for the rotation phase's renewal.
+   */
+  async gencsr(args: { deadline: number; second: boolean }) {
     const t0 = performance.now();
     const lanes = 8;
     const idxs = Array.from({ length: init.count }, (_, i) => init.start + i);
-    const made: { idx: number; keyPem: string; csrPem: string }[] = [];
+    const made: { idx: number; key: { keyPem: string; csrPem: string }; next: { keyPem: string; csrPem: string } }[] = [];
     await pool(idxs, lanes, args.deadline, async (idx) => {
-      const k = await newKeyAndCsr("ed25519", `bench-${idx}`);
-      made.push({ idx, ...k });
+      const key = await newKeyAndCsr("ed25519", `bench-${idx}`);
+      const next = args.second ? await newKeyAndCsr("ed25519", `bench-${idx}`) : { keyPem: "", csrPem: "" };
+      made.push({ idx, key, next });
     }, (n) => n % 500 === 0 && progress("csr", n));
     made.sort((a, b) => a.idx - b.idx);
     for (const m of made) {
       executors.push({
-        idx: m.idx, keyPem: m.keyPem, csrPem: m.csrPem, id: "", certPem: "", jwt: "", hmacKey: Buffer.alloc(0), ctx: null, conn: null,
-        busy: false, queue: [], lastUsed: 0, storm: null,
+        idx: m.idx, keyPem: m.key.keyPem, csrPem: m.key.csrPem, nextKeyPem: m.next.keyPem, nextCsrPem: m.next.csrPem, id: "", certPem: "", jwt: "",
+        jwtRenewAt: Infinity, hmacKey: Buffer.alloc(0), bundle: initialBundle, ctx: null, conn: null, busy: false, queue: [], lastUsed: 0,
+        storm: null, rot: null,
       });
     }
     return { made: made.length, ms: performance.now() - t0 };
@@ -238,9 +103,12 @@ const handlers: Record<string, (args: any) => Promise<unknown>> = {
           } else {
             const reg = JSON.parse(res.body) as RegisterResponse;
             ex.id = reg.executor_id;
-            ex.jwt = reg.jwt;
+            setJwt(ex, reg.jwt, reg.jwt_expires_at);
             ex.hmacKey = Buffer.from(reg.hmac_key, "base64url");
             ex.certPem = reg.certificate_pem;
+            ex.csrPem = "";
+            // Like the daemon: from now on it trusts the bundle the registration answered with.
+            ex.bundle = bundleOf(reg.trust_bundle_version ?? 1, reg.ca_bundle_pem);
             ok++;
             return;
           }
@@ -330,16 +198,15 @@ const handlers: Record<string, (args: any) => Promise<unknown>> = {
   },
 
   async status() {
-    return { registered: executors.filter((e) => e.id).length, open: connected() };
+    return { registered: executors.filter((e) => e.id).length, open: connected(), jwtRenewals: counters.jwtRenewals };
   },
 
   async shutdown() {
-    keepalive.on = false;
-    for (const c of [...openConns]) c.close();
-    clearInterval(sweep);
-    clearInterval(keepaliveTimer);
+    stopBackground();
     return {};
   },
+
+  ...rotationHandlers,
 };
 
 /**
@@ -494,8 +361,8 @@ async function recoverOnce(ex: Executor): Promise<void> {
   const s = ex.storm;
   if (!s || s.state !== "waiting") return;
   try {
-    const conn = ex.conn && ex.conn.isOpen ? ex.conn : await connectExecutor(ex);
-    const res = await conn.request(heartbeatRequest(ex, paths.heartbeat(ex.id)), REQUEST_TIMEOUT_MS);
+    // Reconnects when needed, and renews the JWT first when it is due.
+    const { res } = await call(ex, paths.heartbeat(ex.id));
     if (ex.storm !== s) return;
     if (res.status === 200) {
       s.state = "ok";
@@ -515,14 +382,6 @@ async function recoverOnce(ex: Executor): Promise<void> {
   // The close handler reschedules when the connection goes away; otherwise do it here.
   if (ex.conn && ex.conn.isOpen) ex.conn.close();
   else scheduleRecovery(ex);
-}
-
-function connected(): number {
-  return executors.filter((e) => e.conn?.isOpen).length;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
 
 parentPort!.on("message", (m: { rpc: number; cmd: string; args: unknown }) => {

@@ -14,6 +14,7 @@ const KEYS = [
   "rss_mb", "registrations_per_s", "handshakes_per_s", "registration_ratio_vs_handshake",
   "registration_controller_cpu_cores", "registration_generator_cpu_cores", "handshake_controller_cpu_cores", "handshake_generator_cpu_cores",
   "restart_recovery_s", "reenrollments", "restart_controller_cpu_s", "restart_generator_cpu_s",
+  "rotation_failed_requests", "rotation_fleet_moved_s", "rotation_executors_moved", "rotation_cert_renewals",
 ];
 
 function runBench(args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -32,8 +33,10 @@ function runBench(args: string[], timeoutMs: number): Promise<{ code: number | n
 }
 
 describe("npm run bench (smoke)", () => {
-  it("--executors 50 --duration 2 --json ends with one JSON line holding every figure", async () => {
-    const r = await runBench(["--executors", "50", "--duration", "2", "--json"], 55_000);
+  it("--executors 50 --duration 2 (short JWT lifetime and heartbeat interval) --json ends with one JSON line holding every figure", async () => {
+    // A 10 s JWT lifetime and 2 s heartbeat interval keep the rotation phase to a few
+    // seconds: the next JWT key is mature by then and executors renew within 2–4 s.
+    const r = await runBench(["--executors", "50", "--duration", "2", "--jwt-ttl", "10", "--heartbeat-interval", "2", "--json"], 55_000);
     expect(r.code, r.stderr.slice(-3000)).toBe(0);
     const last = r.stdout.trim().split("\n").at(-1)!;
     const result = JSON.parse(last) as Record<string, unknown>;
@@ -42,5 +45,9 @@ describe("npm run bench (smoke)", () => {
       expect(Number.isFinite(result[k]), k).toBe(true);
     }
     expect(result.reenrollments).toBe(0);
+    // The rotation phase ran to its end: every executor moved to the new CA.
+    expect(result.rotation_executors_moved).toBe(50);
+    expect(result.rotation_failed_requests).toBe(0);
+    expect(result.rotation_cert_renewals).toBeGreaterThanOrEqual(50);
   }, 60_000);
 });

@@ -1,0 +1,101 @@
+/** `npm run bench -- …`: the options, parsed and checked once (bench/run.ts and its phases read them from here). */
+import { parseArgs } from "node:util";
+
+const USAGE = `Usage: npm run bench -- [options]
+
+  --executors N         simulated executors registered and kept connected (default 10000)
+  --duration S          seconds of each throughput measurement (bare and full) (default 10)
+  --latency-duration S  seconds of the open-loop latency phase (default max(duration, N/rate, 2))
+  --rate R              offered heartbeats/s in the latency and rotation phases (default 1000)
+  --registrations R     registrations (and handshakes) timed for the rate ratio (default min(1000, N))
+  --concurrency K       requests in flight at saturation (default 64)
+  --reg-concurrency C   registrations / handshakes in flight (default 16)
+  --workers W           generator threads (default 2)
+  --restart-timeout S   give up waiting for the restart storm to recover after S seconds (default 120)
+  --no-rotation         skip the rotation phase (CA rotate + activate, JWT key rotation under load)
+  --rotation-timeout S  give up each wait of the rotation phase after S seconds (default 300)
+  --heartbeat-interval S the controller's heartbeat interval; idle executors heartbeat this often and,
+                        after a CA activation, renew within one to two of it (default 10)
+  --jwt-ttl S           the controller's JWT lifetime (default: max(60, N × 0.024) with the rotation
+                        phase, so the next key may sign when the phase starts; 7200 without it)
+  --max-seconds S       hard limit for the whole run (default 3600)
+  --cpu-prof DIR        run the controller with --cpu-prof, profiles written to DIR
+  --controller-log FILE append the controller's stderr to FILE
+  --stop-after connect  stop after connecting the fleet (for profiling that part; partial JSON)
+  --keep                keep the controller's data dir
+  --json                print one JSON object as the last stdout line
+  --help
+`;
+
+const { values: opt } = parseArgs({
+  options: {
+    executors: { type: "string", default: "10000" },
+    duration: { type: "string", default: "10" },
+    "latency-duration": { type: "string" },
+    rate: { type: "string", default: "1000" },
+    registrations: { type: "string" },
+    concurrency: { type: "string", default: "64" },
+    "reg-concurrency": { type: "string", default: "16" },
+    workers: { type: "string", default: "2" },
+    "restart-timeout": { type: "string", default: "120" },
+    "no-rotation": { type: "boolean", default: false },
+    "rotation-timeout": { type: "string", default: "300" },
+    "heartbeat-interval": { type: "string", default: "10" },
+    "jwt-ttl": { type: "string" },
+    "max-seconds": { type: "string", default: "3600" },
+    "cpu-prof": { type: "string" },
+    "controller-log": { type: "string" },
+    "stop-after": { type: "string" },
+    keep: { type: "boolean", default: false },
+    json: { type: "boolean", default: false },
+    help: { type: "boolean", default: false },
+  },
+  strict: true,
+});
+if (opt.help) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
+
+function num(name: string, v: string | undefined, min: number, max: number): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < min || n > max) {
+    process.stderr.write(`bench: --${name} must be a number in [${min}, ${max}], got "${v}"\n`);
+    process.exit(2);
+  }
+  return n;
+}
+
+const N = Math.floor(num("executors", opt.executors, 1, 18_000)); // one fd per executor in each process; ulimit is 20000 here
+const DURATION_S = num("duration", opt.duration, 0.5, 600);
+const RATE = num("rate", opt.rate, 1, 100_000);
+const ROTATION = !opt["no-rotation"];
+
+export const options = {
+  N,
+  DURATION_S,
+  RATE,
+  LATENCY_S: num("latency-duration", opt["latency-duration"] ?? String(Math.max(DURATION_S, Math.min(N / RATE, 60), 2)), 0.5, 600),
+  REGS: Math.floor(num("registrations", opt.registrations ?? String(Math.min(1000, N)), 1, N)),
+  CONCURRENCY: Math.floor(num("concurrency", opt.concurrency, 1, 4096)),
+  REG_CONCURRENCY: Math.floor(num("reg-concurrency", opt["reg-concurrency"], 1, 1024)),
+  W: Math.floor(num("workers", opt.workers, 1, 32)),
+  RESTART_TIMEOUT_S: num("restart-timeout", opt["restart-timeout"], 1, 3600),
+  ROTATION,
+  ROTATION_TIMEOUT_S: num("rotation-timeout", opt["rotation-timeout"], 5, 3600),
+  /** The controller's heartbeat interval, and how often idle simulated executors heartbeat between phases. */
+  HEARTBEAT_INTERVAL_S: Math.floor(num("heartbeat-interval", opt["heartbeat-interval"], 1, 3600)),
+  /**
+   * The controller's JWT lifetime. A JWT key rotation is refused until the next key has been
+   * published for one lifetime (PROTOCOL §7.3), so with the rotation phase it is short enough
+   * for the key published at start to sign by then — and long enough that renewals (one per
+   * executor every ⅔ of it, N/(⅔·ttl) per second, ≤ 62/s) stay a small share of the load.
+   */
+  JWT_TTL_S: Math.floor(num("jwt-ttl", opt["jwt-ttl"] ?? String(ROTATION ? Math.max(60, Math.ceil(N * 0.024)) : 7200), 5, 86_400)),
+  MAX_S: num("max-seconds", opt["max-seconds"], 10, 24 * 3600),
+  cpuProf: opt["cpu-prof"],
+  controllerLog: opt["controller-log"],
+  stopAfter: opt["stop-after"],
+  keep: opt.keep,
+  json: opt.json,
+};
