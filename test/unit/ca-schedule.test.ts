@@ -1,4 +1,5 @@
 /** The CA schedule, adoption and the renewal jitter (controller/domain/trust/): pure functions of the set and the time. */
+import { moveWindowMs, MOVES_PER_S } from "../../controller/domain/trust/ca-set.ts";
 import { describe, expect, it } from "vitest";
 import { caCheckIntervalMs, caScheduleStep } from "../../controller/domain/trust/schedule.ts";
 import { adoptionOf } from "../../controller/domain/trust/adoption.ts";
@@ -53,5 +54,14 @@ describe("the renewal jitter after an activation", () => {
     expect(Math.max(...values)).toBeLessThan(1);
     const quarters = [0, 1, 2, 3].map((q) => values.filter((v) => Math.floor(v * 4) === q).length);
     for (const n of quarters) expect(n).toBeGreaterThan(200);
+  });
+});
+
+describe("the renew window after an activation", () => {
+  it("is one heartbeat interval for a small fleet, and grows with the fleet so renewals stay at MOVES_PER_S", () => {
+    expect(moveWindowMs(3, 10_000)).toBe(10_000);
+    expect(moveWindowMs(MOVES_PER_S * 10, 10_000)).toBe(10_000);
+    expect(moveWindowMs(10_000, 10_000)).toBe((10_000 / MOVES_PER_S) * 1000);
+    expect(moveWindowMs(0, 1_000)).toBe(1_000);
   });
 });

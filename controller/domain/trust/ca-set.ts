@@ -58,6 +58,14 @@ function ignoreConflict(e: unknown): void {
   if (!(e instanceof TetherError && e.code === ErrorCode.CONFLICT)) throw e;
 }
 
+/** Renewals a second the fleet is spread to after an activation (a renewal costs about as much as a registration). */
+export const MOVES_PER_S = 100;
+
+/** The window renew hints spread over after an activation: a heartbeat interval, or `executors / MOVES_PER_S` seconds when longer. */
+export function moveWindowMs(executors: number, intervalMs: number): number {
+  return Math.max(intervalMs, Math.ceil((executors / MOVES_PER_S) * 1000));
+}
+
 export class CaSet {
   private readonly listeners: ((c: CaSetChange) => Promise<void> | void)[] = [];
   /** Reloads and changes run one at a time. */
@@ -65,6 +73,8 @@ export class CaSet {
   private readonly crls: RevocationLists;
   /** The pending list the schedule last reported as blocking, so a blocked gate is audited once per change. */
   private lastBlocked = "";
+  /** How long after an activation the fleet's renewals are spread over (moveWindowMs), for the active CA it was sized for. */
+  private moveWindow = { caId: "", ms: 0 };
 
   private constructor(
     private readonly store: CaStore,
@@ -82,7 +92,9 @@ export class CaSet {
     const snap = await readSnapshot(store);
     if (!snap) throw new Error("the trust bundle could not be read");
     writeBundleFile(s.dataDir, snap.bundlePem);
-    return { set: new CaSet(store, audit, s, snap), bootstrap: b.outcome };
+    const set = new CaSet(store, audit, s, snap);
+    await set.sizeMoveWindow();
+    return { set, bootstrap: b.outcome };
   }
 
   version(): number {
@@ -127,7 +139,20 @@ export class CaSet {
     const issuer = certCaId ?? this.snap.entries.find((e) => e.record.addedInVersion === 1)?.record.id;
     if (issuer === active.id) return undefined;
     const intervalMs = this.s.heartbeatIntervalSeconds * 1000;
-    return active.activatedAt + intervalMs + Math.floor(renewalJitter(executorId, active.id) * intervalMs);
+    const windowMs = Math.max(intervalMs, this.moveWindow.ms);
+    return active.activatedAt + intervalMs + Math.floor(renewalJitter(executorId, active.id) * windowMs);
+  }
+
+  /**
+   * Sizes the window of renew hints after an activation to the fleet: one heartbeat
+   * interval, or longer when the fleet could not renew in it without crowding out its
+   * heartbeats (MOVES_PER_S renewals a second; 10,000 executors spread over 100 s).
+   */
+  private async sizeMoveWindow(): Promise<void> {
+    const caId = this.snap.active.record.id;
+    if (this.moveWindow.caId === caId) return;
+    const live = (await this.store.bundleVersions()).filter((e) => !e.revoked).length;
+    this.moveWindow = { caId, ms: moveWindowMs(live, this.s.heartbeatIntervalSeconds * 1000) };
   }
 
   /** Re-reads the store; applies and announces a change made by another process. */
@@ -270,6 +295,7 @@ export class CaSet {
     if (!next) return undefined;
     this.snap = next;
     writeBundleFile(this.s.dataDir, next.bundlePem);
+    await this.sizeMoveWindow();
     const change = { version: next.version, activeChanged: before.active.record.id !== next.active.record.id, bundleChanged: before.bundlePem !== next.bundlePem };
     let failure: unknown;
     for (const fn of this.listeners) {
