@@ -18,8 +18,19 @@ import { LeaseWorkSource } from "../executor/leases.ts";
 
 const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
 
-function controllerUrl(args: ParsedArgs): string {
-  const text = requireString(args, "controller");
+/**
+ * Every `--controller` URL, in order (PROTOCOL §6, §8: repeated for replicas of one
+ * controller). TETHER_CONTROLLER is used when none is given; it may list several,
+ * separated by commas or spaces.
+ */
+function controllerUrls(args: ParsedArgs): string[] {
+  let texts = args.lists.controller!;
+  if (texts.length === 0) texts = (process.env.TETHER_CONTROLLER ?? "").split(/[\s,]+/).filter(Boolean);
+  if (texts.length === 0) throw new UsageError("--controller is required");
+  return [...new Set(texts.map(controllerUrl))];
+}
+
+function controllerUrl(text: string): string {
   let url: URL;
   try {
     url = new URL(text);
@@ -28,6 +39,8 @@ function controllerUrl(args: ParsedArgs): string {
   }
   if (url.protocol !== "https:") throw new UsageError(`--controller must be an https:// URL (got ${url.protocol}//)`);
   if (url.search || url.hash) throw new UsageError("--controller must not carry a query or fragment");
+  // URLs are logged (which replica is in use): they must not carry secrets.
+  if (url.username || url.password) throw new UsageError("--controller must not carry a user name or password");
   return url.toString().replace(/\/+$/, "");
 }
 
@@ -68,18 +81,25 @@ export const executorRun: Command = {
   spec: {
     name: "executor run",
     usage:
-      "executor run --controller URL (--ca-file FILE | --ca-fingerprint SHA256:HEX) --state-dir DIR [--token TOKEN | --token-file FILE] [--name NAME] [--label k=v]… [--capacity N] [--allow-command NAME]… [--allow-env NAME]…",
+      "executor run --controller URL [--controller URL]… (--ca-file FILE | --ca-fingerprint SHA256:HEX) --state-dir DIR [--token TOKEN | --token-file FILE] [--name NAME] [--label k=v]… [--capacity N] [--allow-command NAME]… [--allow-env NAME]…",
     summary:
       "Runs the executor daemon. First start: generates a key, sends a CSR and registers with the enrollment token. " +
       "Later starts: reuses the identity in --state-dir and re-registers (epoch + 1) without a token. " +
       "Renews the JWT and the certificate (fresh key) at ~2/3 of their lifetimes, adopts newer trust bundles, drains on SIGTERM. " +
+      "Several --controller URLs are replicas of one controller: the daemon stays on one while it answers and moves to the next " +
+      "on connection errors, timeouts and 503 (never re-enrolling for it). " +
       "--ca-file or --ca-fingerprint is needed until the controller's trust bundle is saved in --state-dir (first start); later starts use that bundle. " +
       "Runs `command` tasks whose argv[0] was allowed with --allow-command (without any, it takes no tasks), " +
       "setting only the env names allowed with --allow-env. " +
-      "Exit codes: 0 stopped, 1 error, 2 usage, 3 revoked, 4 identity expired/rejected or the controller no longer verifiable (re-enroll), " +
+      "Exit codes: 0 stopped, 1 error, 2 usage, 3 revoked, 4 identity expired/rejected or the controller no longer verifiable at any --controller URL (re-enroll), " +
       "5 enrollment failed (no or denied token, CA pin mismatch, controller not verifiable with --ca-file).",
     options: {
-      controller: { kind: "string", arg: "URL", help: "the controller, e.g. https://controller:8443", env: "TETHER_CONTROLLER" },
+      controller: {
+        kind: "list",
+        arg: "URL",
+        help: "the controller, e.g. https://controller:8443; repeat it for each replica of a controller with several (PROTOCOL §8)",
+        env: "TETHER_CONTROLLER",
+      },
       "ca-file": {
         kind: "string",
         arg: "FILE",
@@ -112,7 +132,7 @@ export const executorRun: Command = {
     },
   },
   async run(args) {
-    const controller = controllerUrl(args);
+    const [controller, ...replicaUrls] = controllerUrls(args);
     const stateDir = resolve(requireString(args, "state-dir"));
     const trust = controllerTrust(args, stateDir);
     const labels = parseKeyValues(args.lists.label!, "label");
@@ -164,7 +184,7 @@ export const executorRun: Command = {
     // Without --allow-command there is nothing this executor could run: it takes no tasks.
     const work = new LeaseWorkSource({ handlers: allowed.length ? [new CommandHandler({ allowed, allowEnv })] : [] });
     const daemon = new ExecutorDaemon(
-      { controllerUrl: controller, ...trust, stateDir, token, tokenSource, name, labels, capacity, allowedCommands: allowed, keyType, drainTimeoutMs },
+      { controllerUrl: controller!, replicaUrls, ...trust, stateDir, token, tokenSource, name, labels, capacity, allowedCommands: allowed, keyType, drainTimeoutMs },
       { log, work },
     );
     const onSignal = (signal: NodeJS.Signals) => daemon.shutdown(signal);
@@ -209,6 +229,7 @@ export const executorStatus: Command = {
         ["name", status.name],
         ["health", status.health],
         ["controller", status.controller],
+        ["last_controller", status.last_contact_controller ?? "-"],
         ["epoch", status.epoch],
         ["labels", JSON.stringify(status.labels ?? {})],
         ["key_type", status.key_type],

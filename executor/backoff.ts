@@ -33,6 +33,18 @@ export function backoffDelay(attempt: number, opts: BackoffOptions = DEFAULT_BAC
   return Math.floor(step / 2 + (r * step) / 2);
 }
 
+/**
+ * "Full jitter" for moving to another controller replica: anywhere in [0, step).
+ * Used only when the next attempt goes to a URL that has not failed (a replica
+ * just died and its executors spread their reconnects to the others); retrying
+ * the same URL keeps the equal jitter above, which can never become a tight loop.
+ */
+export function fullJitterDelay(attempt: number, opts: BackoffOptions = DEFAULT_BACKOFF, random: Random = Math.random): number {
+  const n = Math.max(0, Math.floor(attempt));
+  const step = Math.min(opts.capMs, opts.baseMs * Math.pow(opts.factor, n));
+  return Math.floor(clampUnit(random()) * step);
+}
+
 /** A retry counter: `next()` gives the delay for the next attempt; `reset()` after a success. */
 export class Backoff {
   private attempt = 0;
@@ -43,6 +55,11 @@ export class Backoff {
 
   next(): number {
     return backoffDelay(this.attempt++, this.opts, this.random);
+  }
+
+  /** The next attempt's delay with full jitter (see `fullJitterDelay`); counts as an attempt like `next()`. */
+  nextFull(): number {
+    return fullJitterDelay(this.attempt++, this.opts, this.random);
   }
 
   /** How many retries have been handed out since the last reset. */

@@ -8,6 +8,12 @@
  * swapped in one assignment: a request takes the session current when it starts
  * and finishes on it, so swapping to a renewed certificate never breaks requests
  * in flight; the old agent is closed gracefully once they are done.
+ *
+ * Where requests go is the endpoints' choice (./endpoints.ts: several replicas, one
+ * current): each request reads the current URL when it starts, reports every HTTP
+ * answer back, and an error it throws names the URL it was sent to (`requestUrl`),
+ * so the daemon's reactions can fail over from exactly that URL. The same agent
+ * (certificate, key, trust) serves every replica: they share one CA set.
  */
 import { Agent, request } from "undici";
 import { TetherError } from "../shared/errors.ts";
@@ -17,6 +23,7 @@ import { BUNDLE_VERSION_HEADER, paths } from "../shared/protocol.ts";
 import type { HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse, RenewRequest, RenewResponse } from "../shared/wire/executor.ts";
 import type { CertThumbprint } from "../shared/fingerprint.ts";
 import { certInfo } from "./certificate.ts";
+import { ControllerEndpoints } from "./endpoints.ts";
 import { isAbortError } from "./timers.ts";
 
 export interface Credentials {
@@ -47,6 +54,8 @@ export interface CallResult<T> {
   certFingerprint?: CertThumbprint;
   sentAtMs: number;
   receivedAtMs: number;
+  /** The controller URL that answered. */
+  url: string;
 }
 
 /** A request that never got an HTTP answer: connection refused/reset, TLS failure, timeout. Retryable. */
@@ -60,8 +69,10 @@ export class TransportError extends Error {
 }
 
 export interface ClientOptions {
-  /** `https://host:port` (a path prefix is kept). */
-  baseUrl: string;
+  /** `https://host:port` (a path prefix is kept): the one controller URL, when `endpoints` is not given. */
+  baseUrl?: string;
+  /** Several replicas of the controller (the daemon's `--controller` URLs). */
+  endpoints?: ControllerEndpoints;
   /** Per-request timeout for headers and body (ms). */
   timeoutMs?: number;
   now?: () => number;
@@ -74,6 +85,8 @@ export type Auth = "jwt" | "no-jwt";
 export interface BundleDownload {
   pem: string;
   version?: number;
+  /** The controller URL that served it. */
+  url: string;
 }
 
 /** More than any real bundle (a few CA certificates). */
@@ -106,6 +119,19 @@ export function parseWireError(status: number, text: string, retryAfter?: string
   return new TetherError(status, code, message, { details, headers: retryAfter !== undefined ? { "retry-after": retryAfter } : undefined });
 }
 
+/** The controller URL each failed request was sent to (errors are not ours to extend). */
+const failedAt = new WeakMap<object, string>();
+
+/** The controller URL the request that threw `e` was sent to; undefined for errors that did not come from a request. */
+export function requestUrl(e: unknown): string | undefined {
+  return e !== null && typeof e === "object" ? failedAt.get(e) : undefined;
+}
+
+function tagged<E>(e: E, url: string): E {
+  if (e !== null && typeof e === "object" && !failedAt.has(e)) failedAt.set(e, url);
+  return e;
+}
+
 function transportError(e: unknown, what: string): Error {
   const err = e as { name?: string; code?: string; message?: string; cause?: { code?: string; message?: string } };
   if (isAbortError(e)) return e as Error;
@@ -120,13 +146,15 @@ export class ExecutorClient {
   private session?: Session;
   private generationCounter = 0;
   private readonly retiring = new Set<Promise<void>>();
-  private readonly base: string;
+  readonly endpoints: ControllerEndpoints;
   private readonly timeoutMs: number;
   private readonly now: () => number;
   private readonly nonce: () => string;
 
   constructor(opts: ClientOptions) {
-    this.base = opts.baseUrl.replace(/\/+$/, "");
+    if (opts.endpoints) this.endpoints = opts.endpoints;
+    else if (opts.baseUrl !== undefined) this.endpoints = new ControllerEndpoints([opts.baseUrl.replace(/\/+$/, "")]);
+    else throw new Error("the client needs a controller URL");
     this.timeoutMs = opts.timeoutMs ?? 30_000;
     this.now = opts.now ?? Date.now;
     this.nonce = opts.nonce ?? newNonce;
@@ -171,7 +199,7 @@ export class ExecutorClient {
     const agent = new Agent({ connect: { ca: trustPem, minVersion: "TLSv1.2" } });
     try {
       const raw = Buffer.from(JSON.stringify(req));
-      return await this.send<RegisterResponse>(agent, "POST", paths.register, raw, { "content-type": "application/json" }, opts, {
+      return await this.send<RegisterResponse>(this.endpoints.current, agent, "POST", paths.register, raw, { "content-type": "application/json" }, opts, {
         generation: 0,
       });
     } finally {
@@ -182,7 +210,7 @@ export class ExecutorClient {
   /** `GET /v1/ca/bundle.pem` over the session's agent: the server verified with the trust in use (PROTOCOL §7.2). */
   fetchBundle(opts: CallOptions = {}): Promise<BundleDownload> {
     if (!this.session) throw new Error("the executor has no credentials yet");
-    return this.getBundle(this.session.agent, opts);
+    return this.getBundle(this.session.agent, opts, true);
   }
 
   /**
@@ -193,7 +221,7 @@ export class ExecutorClient {
   async fetchBundleUnverified(opts: CallOptions = {}): Promise<BundleDownload> {
     const agent = new Agent({ connect: { rejectUnauthorized: false, minVersion: "TLSv1.2" } });
     try {
-      return await this.getBundle(agent, opts);
+      return await this.getBundle(agent, opts, false);
     } finally {
       this.retire(agent);
     }
@@ -218,7 +246,9 @@ export class ExecutorClient {
     const s = this.session;
     if (!s) throw new Error("the executor has no credentials yet");
     const raw = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    const url = new URL(this.base + path);
+    const base = this.endpoints.current;
+    // The HMAC covers the target as sent: this URL's path prefix, if it has one.
+    const url = new URL(base + path);
     const target = url.pathname + url.search;
     const headers: Record<string, string> = {
       ...signRequestHeaders(s.creds.hmacKey, { method, target, executorId: s.creds.executorId, body: raw }, this.nonce, this.now() + this.clockOffsetMs),
@@ -226,7 +256,7 @@ export class ExecutorClient {
     if (raw !== undefined) headers["content-type"] = "application/json";
     const jwt = auth === "jwt" ? s.creds.jwt : undefined;
     if (jwt) headers.authorization = `Bearer ${jwt}`;
-    return this.send<T>(s.agent, method, path, raw, headers, opts, { generation: s.generation, certFingerprint: s.certFingerprint, jwt });
+    return this.send<T>(base, s.agent, method, path, raw, headers, opts, { generation: s.generation, certFingerprint: s.certFingerprint, jwt });
   }
 
   /** Closes every agent; with `force`, in-flight requests are aborted instead of awaited. */
@@ -243,6 +273,7 @@ export class ExecutorClient {
   }
 
   private async send<T>(
+    base: string,
     agent: Agent,
     method: string,
     path: string,
@@ -255,7 +286,7 @@ export class ExecutorClient {
     const sentAtMs = this.now();
     let res;
     try {
-      res = await request(this.base + path, {
+      res = await request(base + path, {
         method: method as "POST",
         dispatcher: agent,
         body: raw,
@@ -265,54 +296,58 @@ export class ExecutorClient {
         bodyTimeout: timeout,
       });
     } catch (e) {
-      throw transportError(e, `${method} ${path}`);
+      throw tagged(transportError(e, `${method} ${path}`), base);
     }
     let text: string;
     try {
       text = await res.body.text();
     } catch (e) {
-      throw transportError(e, `${method} ${path} (reading the response)`);
+      throw tagged(transportError(e, `${method} ${path} (reading the response)`), base);
     }
     const receivedAtMs = this.now();
+    // Register goes without a client certificate, but the server's is verified all the same.
+    this.endpoints.answered(base, res.statusCode);
     if (res.statusCode < 200 || res.statusCode > 299) {
       const ra = res.headers["retry-after"];
-      throw parseWireError(res.statusCode, text, Array.isArray(ra) ? ra[0] : ra);
+      throw tagged(parseWireError(res.statusCode, text, Array.isArray(ra) ? ra[0] : ra), base);
     }
     let data: T;
     try {
       data = (text.length ? JSON.parse(text) : {}) as T;
     } catch {
-      throw new TetherError(res.statusCode, "INVALID_RESPONSE", `${method} ${path}: the controller answered ${res.statusCode} with a body that is not JSON`);
+      throw tagged(new TetherError(res.statusCode, "INVALID_RESPONSE", `${method} ${path}: the controller answered ${res.statusCode} with a body that is not JSON`), base);
     }
-    return { data, status: res.statusCode, ...used, sentAtMs, receivedAtMs };
+    return { data, status: res.statusCode, ...used, sentAtMs, receivedAtMs, url: base };
   }
 
-  private async getBundle(agent: Agent, opts: CallOptions): Promise<BundleDownload> {
+  private async getBundle(agent: Agent, opts: CallOptions, verified: boolean): Promise<BundleDownload> {
     const timeout = opts.timeoutMs ?? this.timeoutMs;
     const what = `GET ${paths.caBundle}`;
+    const base = this.endpoints.current;
     let res;
     try {
-      res = await request(this.base + paths.caBundle, {
+      res = await request(base + paths.caBundle, {
         method: "GET", dispatcher: agent, signal: opts.signal, headersTimeout: timeout, bodyTimeout: timeout, headers: { accept: "application/x-pem-file" },
       });
     } catch (e) {
-      throw transportError(e, what);
+      throw tagged(transportError(e, what), base);
     }
     let text: string;
     try {
       text = await res.body.text();
     } catch (e) {
-      throw transportError(e, `${what} (reading the response)`);
+      throw tagged(transportError(e, `${what} (reading the response)`), base);
     }
+    this.endpoints.answered(base, res.statusCode, verified);
     const header = (name: string) => {
       const v = res.headers[name];
       return Array.isArray(v) ? v[0] : v;
     };
-    if (res.statusCode !== 200) throw parseWireError(res.statusCode, text, header("retry-after"));
-    if (text.length > MAX_BUNDLE_BYTES) throw new TetherError(200, "INVALID_RESPONSE", `${what}: the bundle is larger than ${MAX_BUNDLE_BYTES} bytes`);
+    if (res.statusCode !== 200) throw tagged(parseWireError(res.statusCode, text, header("retry-after")), base);
+    if (text.length > MAX_BUNDLE_BYTES) throw tagged(new TetherError(200, "INVALID_RESPONSE", `${what}: the bundle is larger than ${MAX_BUNDLE_BYTES} bytes`), base);
     const v = header(BUNDLE_VERSION_HEADER);
     const version = v !== undefined && /^\d{1,15}$/.test(v) ? Number(v) : undefined;
-    return { pem: text, version };
+    return { pem: text, version, url: base };
   }
 
   private retire(agent: Agent, force = false): void {

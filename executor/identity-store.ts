@@ -74,6 +74,8 @@ export interface SessionRecord {
   cert_received_at?: string;
   cert_expires_at?: string;
   last_contact_at?: string;
+  /** The controller URL of that contact: with several replicas, the one in use (the next start begins there). */
+  controller_url?: string;
   heartbeat_interval_s?: number;
   /** Set when the controller answered CERT_REVOKED. */
   revoked_at?: string;

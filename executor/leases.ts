@@ -11,6 +11,13 @@
  *
  * A 409 STALE_LEASE on a report means the controller took the lease back
  * (reclaimed, cancelled, old epoch): it is logged and forgotten, never retried.
+ *
+ * A report that meets a network error or a 503 is retried until an answer comes,
+ * to whichever controller replica is current by then (the daemon fails over): a
+ * replica dying with the report in flight loses no result. Nor does it make a
+ * second completion: when the first attempt did reach the dead replica, the
+ * lease is no longer held and the retry gets STALE_LEASE — the controller fences
+ * by (executor, epoch, lease) in its shared store, so the repeat changes nothing.
  */
 import { TetherError, ErrorCode } from "../shared/errors.ts";
 import { MAX_EXECUTOR_BODY_BYTES, paths } from "../shared/protocol.ts";
@@ -329,8 +336,10 @@ export class LeaseWorkSource implements WorkSource {
     const fail = isFailure(outcome);
     const path = fail ? paths.leaseFail(id, leaseSeg) : paths.leaseComplete(id, leaseSeg);
     const body = fail ? { error: outcome.error, retryable: outcome.retryable } : { result: outcome.result };
+    // Whether an earlier attempt may have been delivered (a connection lost mid-request, a 5xx).
+    let retried = false;
     try {
-      await raceAbort(ctx.call<unknown>("POST", path, body, { signal: e.reportCtl.signal }), e.reportCtl.signal);
+      await raceAbort(ctx.call<unknown>("POST", path, body, { signal: e.reportCtl.signal, onRetry: () => (retried = true) }), e.reportCtl.signal);
       if (fail) {
         ctx.log.info({ event: "lease.failed", ...ids, retryable: outcome.retryable, error: firstLine(outcome.error) }, `task ${lease.task_id} failed${outcome.retryable ? " (retryable)" : ""}: ${firstLine(outcome.error)}`);
       } else {
@@ -342,7 +351,12 @@ export class LeaseWorkSource implements WorkSource {
         return;
       }
       if (err instanceof TetherError && err.code === ErrorCode.STALE_LEASE) {
-        ctx.log.warn({ event: "lease.stale", ...ids }, `lease ${lease.lease_id} is stale (reclaimed or cancelled by the controller); forgetting it`);
+        if (retried) {
+          ctx.log.info(
+            { event: "lease.stale", ...ids, after_retry: true },
+            `lease ${lease.lease_id} is no longer held after a retried report: the earlier attempt most likely reached the controller before the connection failed (or it took the lease back); not reporting again`,
+          );
+        } else ctx.log.warn({ event: "lease.stale", ...ids }, `lease ${lease.lease_id} is stale (reclaimed or cancelled by the controller); forgetting it`);
         return;
       }
       const code = err instanceof TetherError ? err.code : "UNEXPECTED";

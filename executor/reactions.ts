@@ -51,6 +51,19 @@ export const CHAIN_ERROR_CODES: ReadonlySet<string> = new Set([
   "INVALID_CA",
 ]);
 
+/**
+ * Other verdicts on the controller's certificate (expired, not yet valid, another
+ * host name): not "an unknown CA", so they never count towards lost trust, but a
+ * replica presenting such a certificate is failed over loudly (../endpoints.ts).
+ */
+export const CERT_REFUSED_CODES: ReadonlySet<string> = new Set([
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+  "HOSTNAME_MISMATCH",
+  "CERT_REJECTED",
+]);
+
 export function classify(e: unknown, nowMs: number = Date.now()): Reaction {
   if (isAbortError(e)) return { kind: "aborted", code: "ABORTED" };
   if (e instanceof TransportError) {

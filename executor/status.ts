@@ -16,7 +16,10 @@ export interface ExecutorStatus {
   health: IdentityHealth;
   executor_id?: string;
   name?: string;
+  /** The controller URL the executor enrolled with. */
   controller?: string;
+  /** The controller URL of the last successful contact (with several replicas: the one in use). */
+  last_contact_controller?: string;
   epoch?: number;
   labels?: Record<string, string>;
   key_type?: string;
@@ -119,6 +122,7 @@ export function readStatus(stateDir: string, now = Date.now()): { status: Execut
     cert_expires_in_s: Math.floor((loaded.cert.notAfterMs - now) / 1000),
     jwt_expires_at: s.jwt_expires_at,
     last_contact_at: s.last_contact_at ?? null,
+    ...(s.controller_url ? { last_contact_controller: s.controller_url } : {}),
     ...(s.revoked_at ? { revoked_at: s.revoked_at } : {}),
     enrolled_at: loaded.record.enrolled_at,
     rotation_pending: loaded.pendingPromotion,

@@ -8,6 +8,15 @@
 import type { Logger } from "pino";
 import type { CallOptions } from "./client.ts";
 
+/** A work request's options: the client's, and a hook told of each failure that is retried. */
+export interface WorkCallOptions extends CallOptions {
+  /**
+   * Called before each retry after a network error or 5xx: the previous attempt may
+   * have reached a controller replica that went away before it answered.
+   */
+  onRetry?: (e: unknown) => void;
+}
+
 export interface WorkContext {
   log: Logger;
   executorId(): string;
@@ -17,11 +26,12 @@ export interface WorkContext {
   /**
    * An authenticated executor-plane request (mTLS + JWT + HMAC) with the daemon's
    * reactions applied: renew on TOKEN_EXPIRED, re-register on EPOCH_MISMATCH,
-   * backoff on network errors. Rejects only when the daemon stops (AbortError),
+   * backoff on network errors, failing over to another controller replica on
+   * network errors and 503. Rejects only when the daemon stops (AbortError),
    * on a terminal error, or with a TetherError the caller must handle itself
    * (e.g. 409 STALE_LEASE).
    */
-  call<T>(method: "POST", path: string, body: unknown, opts?: CallOptions): Promise<T>;
+  call<T>(method: "POST", path: string, body: unknown, opts?: WorkCallOptions): Promise<T>;
   /** Aborted when the daemon stops for good. */
   signal: AbortSignal;
 }

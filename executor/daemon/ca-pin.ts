@@ -11,7 +11,7 @@ import type { Logger } from "pino";
 import { TetherError } from "../../shared/errors.ts";
 import type { CaFingerprint } from "../../shared/fingerprint.ts";
 import { paths } from "../../shared/protocol.ts";
-import type { ExecutorClient } from "../client.ts";
+import { requestUrl, type ExecutorClient } from "../client.ts";
 import { DaemonExit, ExitCode } from "../exit-codes.ts";
 import { caFingerprints, pinnedCa } from "../trust-bundle.ts";
 import type { ReactionRunner } from "./reaction-runner.ts";
@@ -21,23 +21,25 @@ export async function pinnedTrust(d: {
   log: Logger;
   client: ExecutorClient;
   reactions: ReactionRunner;
-  controllerUrl: string;
   pin: CaFingerprint;
   signal: AbortSignal;
 }): Promise<string> {
-  const where = `${d.controllerUrl}${paths.caBundle}`;
+  // Several replicas: the one that served (or refused) the download.
+  let where = `${d.client.endpoints.current}${paths.caBundle}`;
   let got;
   try {
     // Network errors and 5xx are retried (the controller may still be starting); other answers end here.
     got = await d.reactions.run("CA bundle download (--ca-fingerprint)", () => d.client.fetchBundleUnverified({ signal: d.signal }), { inCredOp: true, passThrough: true });
   } catch (e) {
     if (!(e instanceof TetherError)) throw e;
+    where = `${requestUrl(e) ?? d.client.endpoints.current}${paths.caBundle}`;
     throw new DaemonExit(
       ExitCode.ENROLLMENT_FAILED,
       `cannot check the CA pin: ${where} answered ${e.status} (${e.code}); is --controller right? Nothing was sent to the controller`,
       "ca_pin.unavailable",
     );
   }
+  where = `${got.url}${paths.caBundle}`;
   const ca = pinnedCa(got.pem, d.pin);
   if (!ca) {
     const held = caFingerprints(got.pem);

@@ -167,7 +167,7 @@ export class CredentialOps {
 
   /** A successful exchange: last contact, and the confirmation a rotated certificate waits for. */
   contact(res: CallResult<unknown>): void {
-    this.d.identity.noteContact(rfc3339(res.receivedAtMs), res.generation);
+    this.d.identity.noteContact(rfc3339(res.receivedAtMs), res.generation, res.url);
     if (this.d.identity.pendingPromotion !== undefined && res.certFingerprint === this.d.identity.pendingPromotion) this.promote();
   }
 

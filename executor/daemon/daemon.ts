@@ -11,17 +11,20 @@
  * back off, or stop with an exit code (../exit-codes.ts). Credential changes
  * (renew / rotate / re-register / re-enroll) run one at a time (credentials.ts).
  * The trust bundle (trust.ts) is adopted from heartbeat, renew and re-register
- * answers. This file only composes the parts and owns start, stop and drain.
+ * answers. With several `--controller` URLs the client sends each request to the
+ * current one and the reactions fail over (../endpoints.ts). This file only
+ * composes the parts and owns start, stop and drain.
  */
 import type { Logger } from "pino";
 import { rfc3339 } from "../../shared/time.ts";
 import { DEFAULT_BACKOFF } from "../backoff.ts";
-import { ExecutorClient, type CallOptions } from "../client.ts";
+import { ExecutorClient } from "../client.ts";
+import { ControllerEndpoints } from "../endpoints.ts";
 import { DaemonExit, ExitCode } from "../exit-codes.ts";
 import { IdentityStore, IdentityStoreError } from "../identity-store.ts";
 import { acquireStateLock, StateLockError, type StateLock } from "../state-lock.ts";
 import { isAbortError, latch, sleep } from "../timers.ts";
-import { NoWork, type WorkContext, type WorkSource } from "../work.ts";
+import { NoWork, type WorkCallOptions, type WorkContext, type WorkSource } from "../work.ts";
 import { ControllerClock } from "./clock.ts";
 import { CredentialOps } from "./credentials.ts";
 import { Enrollment } from "./enrollment.ts";
@@ -71,7 +74,8 @@ export class ExecutorDaemon {
     const backoff = opts.backoff ?? DEFAULT_BACKOFF;
     const run = this.state;
     const store = (this.store = new IdentityStore(opts.stateDir, deps.storeHook));
-    const client = (this.client = new ExecutorClient({ baseUrl: opts.controllerUrl, timeoutMs: opts.requestTimeoutMs, now }));
+    const endpoints = new ControllerEndpoints([...new Set([opts.controllerUrl, ...(opts.replicaUrls ?? [])])], log);
+    const client = (this.client = new ExecutorClient({ endpoints, timeoutMs: opts.requestTimeoutMs, now }));
     const token = () => readToken(opts, log);
 
     const clock = new ControllerClock({ log, now, onCorrection: (ms) => (client.clockOffsetMs = ms) });
@@ -80,7 +84,7 @@ export class ExecutorDaemon {
     const trust = new TrustBundle({ log, client, identity, opts, signal: run.signal });
     // The remedies are credential operations and re-enrollment, built below: bound late.
     const reactions = (this.reactions = new ReactionRunner({
-      log, now, random, backoff, signal: run.signal, identity, clock, readToken: token, tokenSource: opts.tokenSource,
+      log, now, random, backoff, signal: run.signal, identity, clock, endpoints, readToken: token, tokenSource: opts.tokenSource,
       untrusted: { attempts: opts.untrusted?.attempts ?? DEFAULT_UNTRUSTED.attempts, forMs: opts.untrusted?.forMs ?? DEFAULT_UNTRUSTED.forMs },
       lostTrust: (code, n) => trust.lostTrust(code, n),
       remedies: {
@@ -123,7 +127,11 @@ export class ExecutorDaemon {
     try {
       this.store.init();
       lock = acquireStateLock(this.opts.stateDir);
-      log.info({ event: "daemon.starting", state_dir: this.opts.stateDir, controller: this.opts.controllerUrl, capacity: this.opts.capacity }, "executor starting");
+      const { urls } = this.client.endpoints;
+      log.info(
+        { event: "daemon.starting", state_dir: this.opts.stateDir, controller: urls[0], ...(urls.length > 1 ? { controllers: urls } : {}), capacity: this.opts.capacity },
+        urls.length > 1 ? `executor starting (controller replicas: ${urls.join(", ")})` : "executor starting",
+      );
       await this.enrollment.establish();
       state.established = true;
       this.work.start(this.workContext());
@@ -226,10 +234,11 @@ export class ExecutorDaemon {
       capacity: this.opts.capacity,
       allowedCommands: this.opts.allowedCommands,
       signal: stop,
-      call: async <T>(method: "POST", path: string, body: unknown, opts: CallOptions = {}) => {
-        const signal = opts.signal ? AbortSignal.any([opts.signal, stop]) : stop;
+      call: async <T>(method: "POST", path: string, body: unknown, opts: WorkCallOptions = {}) => {
+        const { onRetry, ...callOpts } = opts;
+        const signal = callOpts.signal ? AbortSignal.any([callOpts.signal, stop]) : stop;
         try {
-          const res = await this.reactions.run(`${method} ${path}`, () => this.client.call<T>(method, path, body, "jwt", { ...opts, signal }), { passThrough: true });
+          const res = await this.reactions.run(`${method} ${path}`, () => this.client.call<T>(method, path, body, "jwt", { ...callOpts, signal }), { passThrough: true, onRetry });
           this.creds.contact(res);
           return res.data;
         } catch (e) {

@@ -102,8 +102,11 @@ export class Enrollment {
       );
     }
     const r = loaded.record;
-    if (r.controller_url !== opts.controllerUrl) {
-      log.info({ event: "controller.changed", executor_id: id, enrolled_with: r.controller_url }, `enrolled with ${r.controller_url}, now talking to ${opts.controllerUrl}`);
+    const { endpoints } = this.d.client;
+    // Several replicas: begin with the one that answered last (a dead first URL costs nothing at each start).
+    endpoints.prefer(loaded.session.controller_url);
+    if (!endpoints.urls.includes(r.controller_url)) {
+      log.info({ event: "controller.changed", executor_id: id, enrolled_with: r.controller_url }, `enrolled with ${r.controller_url}, now talking to ${endpoints.urls.join(", ")}`);
     }
     if (JSON.stringify(r.labels) !== JSON.stringify(opts.labels) || (opts.name !== undefined && opts.name !== r.name)) {
       log.warn({ event: "labels.unchanged", executor_id: id, labels: r.labels, name: r.name }, "--label/--name apply at enrollment only; the controller keeps the enrolled ones");
@@ -134,7 +137,7 @@ export class Enrollment {
     const { identity, opts, log, client, reactions, run } = this.d;
     if (identity.caPem) return identity.caPem;
     if (opts.caFilePem) return opts.caFilePem;
-    if (opts.caPin) return (this.pinned ??= await pinnedTrust({ log, client, reactions, controllerUrl: opts.controllerUrl, pin: opts.caPin, signal: run.signal }));
+    if (opts.caPin) return (this.pinned ??= await pinnedTrust({ log, client, reactions, pin: opts.caPin, signal: run.signal }));
     throw new DaemonExit(ExitCode.USAGE, "no CA to verify the controller with: start with --ca-file FILE or --ca-fingerprint SHA256:HEX", "usage");
   }
 
@@ -159,7 +162,8 @@ export class Enrollment {
       version: 1,
       executor_id: reg.executor_id,
       hmac_key: reg.hmac_key,
-      controller_url: opts.controllerUrl,
+      // The replica that registered it (any of them serves it from now on).
+      controller_url: res.url,
       ...(opts.name ? { name: opts.name } : {}),
       labels: opts.labels,
       key_type: opts.keyType,
@@ -176,6 +180,7 @@ export class Enrollment {
       cert_received_at: rfc3339(now),
       cert_expires_at: reg.cert_expires_at,
       last_contact_at: rfc3339(res.receivedAtMs),
+      controller_url: res.url,
       heartbeat_interval_s: reg.heartbeat_interval_s,
     };
     const previous = identity.executorId;

@@ -120,11 +120,13 @@ export class Identity {
     });
   }
 
-  /** A successful exchange: the controller accepts this identity; remember when we last reached it. */
-  noteContact(receivedAtIso: string, generation: number): void {
+  /** A successful exchange: the controller accepts this identity; remember when and where we last reached it. */
+  noteContact(receivedAtIso: string, generation: number, controllerUrl: string): void {
     if (generation > 0) this.acceptedSinceEnroll = true;
     if (this.inUse) {
       this.inUse.session.last_contact_at = receivedAtIso;
+      // Written with the contact time anyway: knowing the replica in use costs no extra write.
+      this.inUse.session.controller_url = controllerUrl;
       this.saveSession();
     }
   }

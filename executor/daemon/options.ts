@@ -8,7 +8,13 @@ import type { StepHook } from "../identity-store.ts";
 import type { WorkSource } from "../work.ts";
 
 export interface DaemonOptions {
+  /** The controller (the first `--controller`). */
   controllerUrl: string;
+  /**
+   * The other `--controller` URLs: replicas of the same controller (one CA set, one
+   * store, PROTOCOL §8), failed over to in this order (../endpoints.ts).
+   */
+  replicaUrls?: readonly string[];
   /**
    * Contents of `--ca-file`: what the controller is verified with until the executor
    * holds a trust bundle from it (saved in the state dir); unused from then on.

@@ -3,14 +3,25 @@
  * (../reactions.ts) to each failure: renew, re-register, re-enroll, correct the
  * clock, retry with a new nonce, back off, or stop with an exit code. The
  * remedies that change credentials are the credential operations', passed in.
+ *
+ * Failover (several `--controller` URLs, ../endpoints.ts): a failure that another
+ * replica may not have — no connection, reset, timeout, TLS failure, `503` — is
+ * reported against the URL it was sent to, which moves the daemon to the next URL.
+ * The retry then goes there after a full-jitter delay (spreading the reconnects of
+ * every executor that was on a dead replica); a retry that goes to a URL that
+ * failed too (all are failing) keeps the usual backoff. A Retry-After is honoured
+ * only by a retry to the URL that sent it (always so with one URL). Nothing here
+ * re-enrolls or re-registers because a replica is gone: those only follow a
+ * controller's answer.
  */
 import type { Logger } from "pino";
 import { TetherError } from "../../shared/errors.ts";
 import { rfc3339 } from "../../shared/time.ts";
 import { Backoff, retryAfterDelay, type BackoffOptions, type Random } from "../backoff.ts";
 import { DaemonExit, ExitCode } from "../exit-codes.ts";
-import { TransportError } from "../client.ts";
-import { classify } from "../reactions.ts";
+import { requestUrl, TransportError } from "../client.ts";
+import type { ControllerEndpoints, EndpointFailure } from "../endpoints.ts";
+import { CERT_REFUSED_CODES, classify, type Reaction } from "../reactions.ts";
 import { abortError, sleep } from "../timers.ts";
 import type { ControllerClock } from "./clock.ts";
 import type { Identity } from "./identity.ts";
@@ -33,6 +44,18 @@ export interface ReactionOptions {
   inCredOp?: boolean;
   /** Hand a non-transient TetherError (e.g. 409 STALE_LEASE) to the caller instead of retrying it. */
   passThrough?: boolean;
+  /** Told of each failure that is retried after a delay (network errors, 5xx…), before the delay. */
+  onRetry?: (e: unknown) => void;
+}
+
+/** What a failure says about the URL it was sent to, when another replica may answer instead. */
+function endpointFailure(e: unknown, r: Reaction): EndpointFailure | undefined {
+  if (r.kind === "aborted") return undefined;
+  if (e instanceof TransportError) {
+    return { code: r.code, message: e.message, untrusted: r.kind === "untrusted-controller", badCertificate: e.code !== undefined && CERT_REFUSED_CODES.has(e.code) };
+  }
+  if (e instanceof TetherError && e.status === 503) return { code: e.code, message: e.message, unavailable: true };
+  return undefined;
 }
 
 /**
@@ -45,9 +68,6 @@ export const DEFAULT_UNTRUSTED = { attempts: 6, forMs: 60_000 } as const;
 export class ReactionRunner {
   private reenrollments = 0;
   private failingSince?: number;
-  /** Requests in a row whose TLS handshake could not verify the controller's chain (since when); any answer resets it. */
-  private untrusted = 0;
-  private untrustedSince = 0;
 
   constructor(
     private readonly d: {
@@ -59,10 +79,15 @@ export class ReactionRunner {
       signal: AbortSignal;
       identity: Identity;
       clock: ControllerClock;
+      /** The controller URLs; chain-verification failures are counted there, per URL. */
+      endpoints: ControllerEndpoints;
       readToken: () => string | undefined;
       tokenSource?: string;
       remedies: Remedies;
-      /** After this many chain failures in a row, lasting at least this long: `lostTrust` says why and how to recover. */
+      /**
+       * After this many chain failures in a row, lasting at least this long, at every
+       * controller URL: `lostTrust` says why and how to recover.
+       */
       untrusted: { attempts: number; forMs: number };
       lostTrust(code: string, attempts: number): DaemonExit;
     },
@@ -87,21 +112,31 @@ export class ReactionRunner {
         }
         seen = { jwt: identity.session?.jwt, epoch: identity.session?.epoch };
         const result = await op();
-        this.untrusted = 0;
         if (this.failingSince !== undefined && !o.inCredOp) {
-          log.info({ event: "contact.restored", after_ms: this.d.now() - this.failingSince }, "the controller answers again");
+          const controller = this.d.endpoints.current;
+          log.info({ event: "contact.restored", after_ms: this.d.now() - this.failingSince, controller }, `the controller answers again (${controller})`);
           this.failingSince = undefined;
         }
         return result;
       } catch (e) {
         if (e instanceof DaemonExit) throw e;
         const r = classify(e, this.d.now());
-        // An answer (any HTTP status) came over a verified connection; a network error says nothing.
-        if (!(e instanceof TransportError)) this.untrusted = 0;
+        const { endpoints } = this.d;
+        // (Every answer, over a verified connection, already cleared its URL's marks in the client.)
+        const failedUrl = requestUrl(e);
+        const failure = failedUrl === undefined ? undefined : endpointFailure(e, r);
+        if (failure) endpoints.failed(failedUrl!, failure, this.d.now());
+        // The next attempt goes to another URL: the failed one's Retry-After is not for it. One that has not
+        // failed gets a full-jitter delay (spreading the reconnects of every executor that was on a dead
+        // replica); cycling back to URLs that failed too keeps the usual backoff.
+        const moved = failure !== undefined && endpoints.current !== failedUrl;
+        const fresh = moved && !endpoints.isFailing(endpoints.current);
         const retryLater = async (code: string, message: string, retryAfter?: string, level: "warn" | "error" = "warn") => {
-          const d = retryAfter !== undefined ? retryAfterDelay(retryAfter, backoff.next()) : backoff.next();
+          const d = fresh ? backoff.nextFull() : retryAfter !== undefined && !moved ? retryAfterDelay(retryAfter, backoff.next()) : backoff.next();
           this.failingSince ??= this.d.now();
-          log[level]({ event: "retrying", what, code, attempt: backoff.attempts, delay_ms: d }, `${what} failed (${code}: ${message}); retrying in ${d} ms`);
+          o.onRetry?.(e);
+          const at = endpoints.several ? { controller: endpoints.current } : {};
+          log[level]({ event: "retrying", what, code, attempt: backoff.attempts, delay_ms: d, ...at }, `${what} failed (${code}: ${message}); retrying in ${d} ms${endpoints.several ? ` at ${endpoints.current}` : ""}`);
           await sleep(d, signal);
         };
         switch (r.kind) {
@@ -156,13 +191,16 @@ export class ReactionRunner {
             );
           case "fatal":
             throw new DaemonExit(ExitCode.ERROR, `${what}: ${r.code}: ${r.message}`, "error");
-          case "untrusted-controller":
-            if (this.untrusted++ === 0) this.untrustedSince = this.d.now();
-            if (this.untrusted >= this.d.untrusted.attempts && this.d.now() - this.untrustedSince >= this.d.untrusted.forMs) {
-              throw this.d.lostTrust(r.code, this.untrusted);
+          case "untrusted-controller": {
+            // One replica with a certificate we cannot verify is failed over (loudly, above); only when
+            // every URL keeps failing verification is the trust lost.
+            const all = endpoints.untrustedEverywhere();
+            if (all && all.attempts >= this.d.untrusted.attempts && this.d.now() - all.sinceMs >= this.d.untrusted.forMs) {
+              throw this.d.lostTrust(r.code, all.attempts);
             }
             await retryLater(r.code, r.message, undefined, "error");
             continue;
+          }
           case "backoff":
             if (o.passThrough && !r.transient && e instanceof TetherError) throw e;
             await retryLater(r.code, r.message, r.retryAfter, r.transient ? "warn" : "error");

@@ -87,7 +87,9 @@ export class TrustBundle {
   /** The daemon's end when the controller's chain keeps failing verification (PROTOCOL §7.2). */
   lostTrust(code: string, attempts: number): DaemonExit {
     const { identity, opts } = this.d;
-    const seen = `TLS could not verify the controller's certificate ${attempts} times in a row (${code})`;
+    const { urls } = this.d.client.endpoints;
+    const where = urls.length > 1 ? ` at every one of its ${urls.length} --controller URLs (${urls.join(", ")})` : "";
+    const seen = `TLS could not verify the controller's certificate ${attempts} times in a row (${code})${where}`;
     if (identity.executorId === undefined) {
       return new DaemonExit(
         ExitCode.ENROLLMENT_FAILED,
