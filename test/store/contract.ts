@@ -202,6 +202,16 @@ export function storeContract(name: string, freshBackend: () => Promise<Contract
         await a.store.recordHeartbeat("ex_h", "draining", T0 + MIN);
         expect(await a.store.getExecutor("ex_h")).toMatchObject({ status: "draining", lastSeenAt: T0 + MIN });
       });
+
+      it("heartbeats made at once apply in order: the last status and time, the bundle version only raised", async () => {
+        await executor(a.store, "ex_hh");
+        await Promise.all([
+          a.store.recordHeartbeat("ex_hh", "ready", T0 + 1, 3), a.store.recordHeartbeat("ex_hh", "draining", T0 + 2, 2),
+          a.store.recordHeartbeat("ex_unknown", "ready", T0 + 2),
+        ]);
+        expect(await a.store.getExecutor("ex_hh")).toMatchObject({ status: "draining", lastSeenAt: T0 + 2 });
+        expect((await a.cas.bundleVersions()).find((v) => v.id === "ex_hh")?.version).toBe(3);
+      });
     });
 
     describe("API tokens", () => {
@@ -400,6 +410,14 @@ export function storeContract(name: string, freshBackend: () => Promise<Contract
         for (const id of ["t_expired", "t_silent"]) expect(await a.tasks.getTask(id), id).toMatchObject({ status: "queued", attempts: 1 });
         expect(await a.tasks.getTask("t_spent")).toMatchObject({ status: "failed", attempts: 1 });
         expect(await a.tasks.reclaim(T0 + 2 * MIN, T0 + 1)).toEqual({ requeued: 0, failed: 0, executors: [] });
+      });
+
+      it("a failure's error text is stored whatever it holds (a NUL included: the wire allows it)", async () => {
+        await executor(a.store, "ex_nul", { capacity: 64 });
+        await task(a.tasks, "t_nul", {}, T0, 1);
+        const [l] = await lease(a.tasks, "ex_nul");
+        expect(await a.tasks.failLease(l?.leaseId ?? "", "ex_nul", 1, "bad\u0000byte ✓", false, T0)).toBe("ok");
+        expect(await a.tasks.getTask("t_nul")).toMatchObject({ status: "failed", error: expect.stringMatching(/^bad.byte ✓$/) });
       });
 
       it("a retryable failure requeues until max_attempts; a final one fails at once", async () => {
