@@ -42,6 +42,10 @@ export interface ControllerConfig extends NetworkBounds {
   auditMaxKinds: number;
   /** How long a store operation waits for another connection's lock before it answers 503 UNAVAILABLE. */
   storeBusyTimeoutMs: number;
+  /** A shared PostgreSQL database (`postgres://…`, PROTOCOL §8) instead of the SQLite file in the data dir. */
+  storeUrl?: string;
+  /** The replicas' shared key-encryption key (required with `storeUrl`). */
+  kekFile?: string;
   /**
    * Benchmark mode (`controller start --bench`, development/test only): mounts the
    * unguarded baseline route POST /v1/bench/bare. Refused in production.

@@ -8,6 +8,7 @@ import { ensurePrivateDir } from "../shared/secure-fs.ts";
 import type { ControllerConfig } from "./config.ts";
 import { openStore, type StoreBackground } from "./store/open-store.ts";
 import type { Store } from "./store/types.ts";
+import type { ChangeFeed, DutyLocks } from "./store/changes.ts";
 import { FileAudit, type Audit } from "./domain/audit.ts";
 import { EnrollmentTokens } from "./domain/enrollment.ts";
 import { ApiTokens } from "./domain/api-tokens.ts";
@@ -24,6 +25,10 @@ import type { Bootstrap } from "./domain/trust/bootstrap.ts";
 export interface ControllerContext {
   config: ControllerConfig;
   store: Store;
+  /** What other replicas changed (PostgreSQL; nothing arrives on the embedded store). */
+  changes: ChangeFeed;
+  /** The run-once duties this process holds. */
+  duties: DutyLocks;
   audit: Audit;
   /** The CA set: the trust bundle, the active CA, rotation (PROTOCOL §7). */
   cas: CaSet;
@@ -47,7 +52,8 @@ export async function openControllerContext(
 ): Promise<ControllerContext & { caBootstrap: Bootstrap }> {
   // First: with create false and no state yet it refuses before anything is written.
   const backend = await openStore({
-    dataDir: given.dataDir, create: opts.create, busyTimeoutMs: given.storeBusyTimeoutMs, background: opts.storeBackground,
+    dataDir: given.dataDir, url: given.storeUrl, kekFile: given.kekFile, create: opts.create,
+    busyTimeoutMs: given.storeBusyTimeoutMs, background: opts.storeBackground,
   });
   const { store } = backend;
   // The running controller (the one with background duties) publishes its settings; anyone else on the data dir adopts them.
@@ -88,7 +94,7 @@ export async function openControllerContext(
     heartbeatIntervalSeconds: config.heartbeatIntervalSeconds,
   }, tasks);
   return {
-    config, store, audit, cas, jwtKeys, jwt, executors, tasks, caBootstrap,
+    config, store, audit, cas, jwtKeys, jwt, executors, tasks, caBootstrap, changes: backend.changes, duties: backend.duties,
     auth: new ExecutorAuthenticator(store, jwt),
     enrollment: new EnrollmentTokens(store, audit),
     apiTokens: new ApiTokens(store, audit),

@@ -16,6 +16,7 @@ import { buildServer, tlsContextOptions, type TlsMaterial } from "./http/server.
 import type { Bootstrap } from "./domain/trust/bootstrap.ts";
 import { caCheckIntervalMs } from "./domain/trust/schedule.ts";
 import { ErrorCode, TetherError } from "../shared/errors.ts";
+import type { Duty } from "./store/changes.ts";
 
 export interface RunningController {
   url: string;
@@ -41,6 +42,10 @@ export async function startController(config: ControllerConfig): Promise<Running
       else process.stderr.write(`background WAL checkpoint failed: ${message}\n`);
     },
     onOutage: (message: string) => app?.log.error({ message }, "store unavailable: answering 503 UNAVAILABLE"),
+    onDuties: (held: Duty[], reason: string) => {
+      if (app) app.log.info({ duties: held, reason }, "run-once duties changed");
+      else process.stderr.write(`run-once duties: ${held.join(", ") || "none"} (${reason})\n`);
+    },
   };
   const ctx = await openControllerContext(config, { create: true, actor: "controller", storeBackground });
   let creds: ServerCredentials;
@@ -116,15 +121,30 @@ export async function startController(config: ControllerConfig): Promise<Running
     t.unref();
     timers.push(t);
   };
-  every(60_000, () => ctx.store.pruneNonces(Date.now()));
+  /** A duty runs on the one replica holding it (every duty, on the embedded store). */
+  const duty = (name: Duty, ms: number, fn: () => Promise<unknown>) => every(ms, () => (ctx.duties.holds(name) ? fn() : undefined));
+  duty("prune-nonces", 60_000, () => ctx.store.pruneNonces(Date.now()));
   every(60_000, () => ctx.jwt.pruneCache());
   every(config.serverCertCheckMs, renewServerCertIfDue);
-  // Another process (the CLI on the data dir) may change the CA set: noticed within a poll.
-  every(config.trustPollMs, () => ctx.cas.reload());
-  every(caCheckIntervalMs(config.caTtlSeconds * 1000), () => ctx.cas.tick());
-  // The JWT key ring: rotations by another process (the CLI), the --jwt-key-ttl schedule, removals.
-  every(config.trustPollMs, () => ctx.jwtKeys.tick());
-  every(config.heartbeatIntervalSeconds * 1000, () => ctx.tasks.reclaim());
+  // Another process (the CLI, another replica) may change the CA set or the JWT key ring:
+  // noticed at once through the change feed, and within a poll in any case.
+  const refreshTrust = () => Promise.all([ctx.cas.reload(), ctx.jwtKeys.refresh()]);
+  every(config.trustPollMs, refreshTrust);
+  duty("ca-schedule", caCheckIntervalMs(config.caTtlSeconds * 1000), () => ctx.cas.tick());
+  // The --jwt-key-ttl schedule and removals of retired keys.
+  duty("jwt-schedule", config.trustPollMs, () => ctx.jwtKeys.tick());
+  duty("reclaim", config.heartbeatIntervalSeconds * 1000, () => ctx.tasks.reclaim());
+  const unsubscribe = [
+    ctx.changes.subscribe((c) => {
+      if (c.kind === "trust") refreshTrust().catch((err) => app.log.error({ err }, "trust refresh after a change failed"));
+      else if (c.kind === "tasks") ctx.tasks.wake();
+    }),
+    // Back from an interruption: whatever changed meanwhile may hold work or trust changes.
+    ctx.changes.onResync(() => {
+      ctx.tasks.wake();
+      refreshTrust().catch((err) => app.log.error({ err }, "trust refresh after a resync failed"));
+    }),
+  ];
 
   const address = app.server.address() as AddressInfo;
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
@@ -142,6 +162,7 @@ export async function startController(config: ControllerConfig): Promise<Running
       if (closed) return;
       closed = true;
       for (const t of timers) clearInterval(t);
+      for (const u of unsubscribe) u();
       ctx.tasks.shutdown();
       await app.close();
       await ctx.close();

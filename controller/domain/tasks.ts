@@ -176,6 +176,11 @@ export class TaskService implements LeaseLedger {
     if (n) this.requeued(executorId, n, "revoked");
   }
 
+  /** Work may have appeared elsewhere (another replica's submission): waiting polls look again. */
+  wake(): void {
+    this.work.notify();
+  }
+
   /** Offline executors (6 missed intervals) and expired leases give their work back. */
   async reclaim(now = Date.now()): Promise<{ requeued: number; failed: number }> {
     const r = await this.tasks.reclaim(now, offlineBefore(this.intervalMs, now));

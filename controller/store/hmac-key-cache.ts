@@ -3,9 +3,11 @@
  * them on every executor request, and reading plus decrypting each time costs more
  * than the rest of the check. Keys change only by `rotateHmacKey`, which passes through
  * here and evicts; the previous key's grace is a time the guard checks on every use.
- * With several replicas a cache like this may only answer while its eviction channel
- * is known to be live (ARCHITECTURE: caches never weaken a guarantee).
+ * With several replicas another one may rotate a key: the change feed evicts it, and
+ * while the feed is not live the cache steps aside and every request reads the store
+ * (ARCHITECTURE: caches never weaken a guarantee).
  */
+import { LocalChangeFeed, type ChangeFeed } from "./changes.ts";
 import type {
   ApiTokenRecord,
   CertRotation,
@@ -19,24 +21,41 @@ import type { CertThumbprint } from "../../shared/fingerprint.ts";
 
 export class HmacKeyCache implements Store {
   private readonly keys = new Map<string, HmacKeys>();
+  /** Raised by every eviction: a read that began before one must not fill the cache. */
+  private generation = 0;
 
-  constructor(private readonly inner: Store) {}
+  constructor(private readonly inner: Store, private readonly feed: ChangeFeed = new LocalChangeFeed()) {
+    feed.subscribe((c) => {
+      if (c.kind === "executor") this.evict(c.id);
+    });
+    feed.onResync(() => {
+      this.generation++;
+      this.keys.clear();
+    });
+  }
+
+  private evict(id: string): void {
+    this.generation++;
+    this.keys.delete(id);
+  }
 
   getHmacKeys(id: string): Promise<HmacKeys | undefined> {
+    if (!this.feed.live()) return this.inner.getHmacKeys(id);
     const cached = this.keys.get(id);
     if (cached) return Promise.resolve(cached);
+    const generation = this.generation;
     return this.inner.getHmacKeys(id).then((keys) => {
-      if (keys) this.keys.set(id, keys);
+      if (keys && generation === this.generation && this.feed.live()) this.keys.set(id, keys);
       return keys;
     });
   }
 
   async rotateHmacKey(id: string, key: Buffer, previousUntil: number): Promise<void> {
-    this.keys.delete(id);
+    this.evict(id);
     try {
       await this.inner.rotateHmacKey(id, key, previousUntil);
     } finally {
-      this.keys.delete(id); // a read racing the write must not keep the old pair
+      this.evict(id); // a read racing the write must not keep the old pair
     }
   }
 

@@ -18,10 +18,26 @@ export class KeyEncryptor {
   static loadOrCreate(dataDir: string): KeyEncryptor {
     const path = join(dataDir, KEK_FILE);
     if (!fileExists(path)) writeFileAtomic(path, randomBytes(32).toString("base64") + "\n");
+    return KeyEncryptor.fromFile(path);
+  }
+
+  /** A KEK file (`--kek-file`): base64 of 32 bytes, 0600, refused otherwise. */
+  static fromFile(path: string): KeyEncryptor {
     assertPrivateFile(path);
     const kek = Buffer.from(readFileSync(path, "utf8").trim(), "base64");
     if (kek.length !== 32) throw new Error(`${path} does not hold a 32-byte base64 key`);
     return new KeyEncryptor(kek);
+  }
+
+  /** A new random KEK, not yet written anywhere (see `writeTo`). */
+  static generate(): KeyEncryptor {
+    return new KeyEncryptor(randomBytes(32));
+  }
+
+  /** Writes this KEK atomically, 0600 in a 0700 directory; never over an existing file. */
+  writeTo(path: string): void {
+    if (fileExists(path)) throw new Error(`${path} exists already; not overwriting a key-encryption key`);
+    writeFileAtomic(path, this.kek.toString("base64") + "\n");
   }
 
   /** [version(1) | iv(12) | tag(16) | ciphertext]; `aad` binds the blob to its row. */

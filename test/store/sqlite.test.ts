@@ -67,7 +67,7 @@ describe("sqlite store", () => {
     });
 
     it("refuses a store URL it has no backend for", async () => {
-      await expect(openStore({ dataDir: dir, url: "postgres://tether:secret@db/tether", create: true })).rejects.toThrow(/unsupported store "postgres:\/\/…@db\/tether"/);
+      await expect(openStore({ dataDir: dir, url: "mysql://tether:secret@db/tether", create: true })).rejects.toThrow(/unsupported store "mysql:\/\/tether:…@db\/tether"/);
     });
 
     it("with background duties, runs and stops the WAL checkpointer", async () => {

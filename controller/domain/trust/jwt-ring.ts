@@ -162,9 +162,15 @@ export class JwtKeyRing implements JwtKeys {
       return await this.store.insertJwtKey({ kid: pair.kid, publicKey: spkiOf(pair), privateKey: pkcs8Of(pair), now, signsFrom }, { state, onlyIfEmpty });
     } catch (e) {
       // Another process published a next key at the same moment: one next key per ring is a constraint.
-      if ((e as { code?: string }).code === "SQLITE_CONSTRAINT_UNIQUE") return false;
+      const code = (e as { code?: string }).code;
+      if (code === "SQLITE_CONSTRAINT_UNIQUE" || code === "23505") return false; // SQLite, PostgreSQL unique_violation
       throw e;
     }
+  }
+
+  /** Picks up what other processes changed (every replica; the schedule is `tick`'s, on one). */
+  refresh(): Promise<void> {
+    return this.reload();
   }
 
   /** Re-reads the ring; decrypts the active private key only when the active key changed. */

@@ -27,7 +27,9 @@ function restrictDatabaseFiles(dataDir: string): void {
   }
 }
 
-export async function openSqliteStore(config: Pick<StoreConfig, "dataDir" | "create" | "busyTimeoutMs" | "background">): Promise<StoreHandle> {
+export async function openSqliteStore(
+  config: Pick<StoreConfig, "dataDir" | "create" | "busyTimeoutMs" | "background">,
+): Promise<Omit<StoreHandle, "changes" | "duties">> {
   const path = join(config.dataDir, DB_FILE);
   if (!config.create && !existsSync(path)) {
     throw new Error(`no controller state in ${config.dataDir} (start the controller there first, or pass the right --data-dir)`);
