@@ -1,10 +1,9 @@
-import { resolve } from "node:path";
 import { defaultConfig, resolveEnv } from "../controller/config.ts";
 import { startController } from "../controller/controller.ts";
 import { DEFAULT_NETWORK_BOUNDS } from "../controller/http/network-bounds.ts";
 import { durationSeconds, required, requireString, UsageError, wholeNumber, type ParsedArgs } from "./args.ts";
 import { info, type Command } from "./command.ts";
-import { dataDirOption } from "./data-dir.ts";
+import { dataDirOption, storeTarget } from "./data-dir.ts";
 
 function parseListen(text: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text);
@@ -19,9 +18,9 @@ const duration = (args: ParsedArgs, name: string): number => required(durationSe
 export const controllerStart: Command = {
   spec: {
     name: "controller start",
-    usage: "controller start --data-dir DIR [--listen HOST:PORT] [--san NAME]… [--dev] [--bench] [--cert-ttl 24h] [--jwt-ttl 15m] [--heartbeat-interval 10s] [--ca-ttl 8760h] [--jwt-key-ttl 720h]",
+    usage: "controller start --data-dir DIR [--store postgres://… --kek-file FILE] [--listen HOST:PORT] [--san NAME]… [--dev] [--bench] [--cert-ttl 24h] [--jwt-ttl 15m] [--heartbeat-interval 10s] [--ca-ttl 8760h] [--jwt-key-ttl 720h]",
     summary:
-      "Runs the controller. On first start it creates the CA, the JWT signing key, the server certificate and the database in --data-dir.",
+      "Runs the controller (or one replica of it, with a postgres:// --store). On first start it creates the CA, the JWT signing key and the database (in --data-dir, or in the shared store, once); --data-dir also holds this process's server certificate and audit log.",
     options: {
       ...dataDirOption,
       listen: { kind: "string", arg: "HOST:PORT", help: "address to listen on", default: "127.0.0.1:8443", env: "TETHER_LISTEN" },
@@ -51,7 +50,8 @@ export const controllerStart: Command = {
     },
   },
   async run(args) {
-    const dataDir = resolve(requireString(args, "data-dir"));
+    requireString(args, "data-dir"); // every replica has its own: server certificate, audit log
+    const { dataDir, storeUrl, kekFile } = storeTarget(args);
     const { host, port } = parseListen(args.strings.listen!);
     const caKeyType = args.strings["ca-key-type"];
     if (caKeyType !== "ed25519" && caKeyType !== "p256") throw new UsageError(`--ca-key-type must be ed25519 or p256`);
@@ -61,7 +61,7 @@ export const controllerStart: Command = {
       throw new UsageError("--bench is refused in production: set TETHER_ENV=development or test, or pass --dev");
     }
     const config = defaultConfig(dataDir, {
-      host, port, caKeyType,
+      host, port, caKeyType, storeUrl, kekFile,
       sans: args.lists.san!.length ? args.lists.san! : undefined,
       env,
       ...(bench ? { bench, registerBurst: 1_000_000, registerPerSecond: 1_000_000 } : {}),

@@ -5,6 +5,7 @@ import { oneLine } from "./terminal.ts";
 /** Command table: loaded lazily so `tether executor run` never loads the server. */
 const COMMANDS: Record<string, () => Promise<Command>> = {
   "controller start": async () => (await import("./controller-start.ts")).controllerStart,
+  "controller migrate": async () => (await import("./controller-migrate.ts")).controllerMigrate,
   "token create": async () => (await import("./token-commands.ts")).tokenCreate,
   "token list": async () => (await import("./token-commands.ts")).tokenList,
   "token revoke": async () => (await import("./token-commands.ts")).tokenRevoke,

@@ -331,14 +331,14 @@ export const operatorOptions: Record<string, OptionSpec> = {
   "ca-file": { kind: "string", arg: "FILE", help: "CA bundle to trust for --url (default: the saved login's, else the system's)", env: "TETHER_CA_FILE" },
 };
 
-export const OPERATOR_USAGE = "(--data-dir DIR | --url URL [--token TOKEN] [--ca-file FILE])";
+export const OPERATOR_USAGE = "(--data-dir DIR | --store postgres://… --kek-file FILE | --url URL [--token TOKEN] [--ca-file FILE])";
 
 /** Picks the local or remote client from the options (and the saved login), runs `fn`, cleans up. */
 export async function withOperator<T>(args: ParsedArgs, fn: (op: OperatorClient) => Promise<T>): Promise<T> {
-  const dataDir = args.strings["data-dir"];
+  const local = args.strings["data-dir"] || (args.strings.store && args.strings.store !== "sqlite" ? args.strings.store : undefined);
   const urlArg = args.strings.url;
-  if (dataDir && urlArg) throw new UsageError("give --data-dir (on the controller host) or --url (remote), not both");
-  if (dataDir) return withDataDir(args, (ctx) => fn(new LocalOperatorClient(ctx)));
+  if (local && urlArg) throw new UsageError("give --data-dir or --store (acting on the controller's state) or --url (remote), not both");
+  if (local) return withDataDir(args, (ctx) => fn(new LocalOperatorClient(ctx)));
   const login = readLogin();
   if (!urlArg && !login) throw new UsageError("--data-dir or --url is required (or run: tether login --url URL --token TOKEN)");
   const url = urlArg ? normalizeUrl(urlArg) : login!.url;
