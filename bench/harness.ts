@@ -3,7 +3,7 @@
  * memory readers, the controller process, the generator threads and small statistics.
  */
 import { spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { Worker } from "node:worker_threads";
 import { ControllerProcess } from "../tools/controller-process.ts";
 import { options } from "./options.ts";
@@ -40,27 +40,60 @@ export function genCpuS(): number {
   return (u.user + u.system) / 1e6;
 }
 
+/**
+ * CPU of the local PostgreSQL server in seconds: every process named `postgres` (the
+ * postmaster, its backends and workers), each with its reaped children's time, so a
+ * backend that exits mid-window still counts (its time moves to the postmaster's).
+ * NaN unless the run's store is PostgreSQL on this machine. Counts whatever else uses
+ * that server meanwhile, too (run the bench on an otherwise idle server).
+ */
+export function storeCpuS(): number {
+  if (!localPostgres) return NaN;
+  let sum = 0;
+  for (const pid of readdirSync("/proc")) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      const s = readFileSync(`/proc/${pid}/stat`, "utf8");
+      if (!s.includes("(postgres)")) continue;
+      const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
+      sum += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return sum / CLK_TCK;
+}
+const localPostgres = options.STORE === "postgres" && /^(127\.|localhost$|\[?::1\]?$)/.test(new URL(options.STORE_URL).hostname);
+
 export interface Window {
   wallS: number;
   ctlCpuS: number;
   genCpuS: number;
+  /** The PostgreSQL server's CPU (storeCpuS); NaN on SQLite (its work is in the controller's CPU). */
+  storeCpuS: number;
 }
 
 export function startWindow(pid: number): () => Window {
   const t = performance.now();
   const c = procCpuS(pid);
   const g = genCpuS();
-  return () => ({ wallS: (performance.now() - t) / 1000, ctlCpuS: procCpuS(pid) - c, genCpuS: genCpuS() - g });
+  const st = storeCpuS();
+  return () => ({ wallS: (performance.now() - t) / 1000, ctlCpuS: procCpuS(pid) - c, genCpuS: genCpuS() - g, storeCpuS: storeCpuS() - st });
 }
 
 export const round = (x: number, d = 2) => (Number.isFinite(x) ? Math.round(x * 10 ** d) / 10 ** d : x);
 export const cores = (cpuS: number, wallS: number) => round(cpuS / wallS, 2);
+/** ", PostgreSQL server X cores" for a log line, when the store's CPU was measured (storeCpuS). */
+export const pgCores = (cpuS: number, wallS: number) => (Number.isFinite(cpuS) ? `, PostgreSQL server ${cores(cpuS, wallS)} cores` : "");
 
 // ---------------------------------------------------------------------------------------------
 // The controller process
 
-/** The controller as the benchmark runs it (tools/controller-process.ts). */
-export function startController(dataDir: string, port: number, profDir: string | undefined): Promise<ControllerProcess> {
+/**
+ * The controller as the benchmark runs it (tools/controller-process.ts); `storeArgs` are
+ * the run's `--store … --kek-file …` (bench/store.ts), empty for the embedded store.
+ */
+export function startController(dataDir: string, port: number, profDir: string | undefined, storeArgs: string[] = []): Promise<ControllerProcess> {
   return ControllerProcess.start({
     dataDir,
     port,
@@ -72,7 +105,7 @@ export function startController(dataDir: string, port: number, profDir: string |
     // --dev: the bench route and the lifted /register limit are refused in production.
     // --jwt-ttl: see options.ts (short enough for the rotation phase's JWT key rotation).
     args: [
-      "--dev", "--bench", "--jwt-ttl", `${options.JWT_TTL_S}s`, "--heartbeat-interval", `${options.HEARTBEAT_INTERVAL_S}s`,
+      "--dev", "--bench", "--jwt-ttl", `${options.JWT_TTL_S}s`, "--heartbeat-interval", `${options.HEARTBEAT_INTERVAL_S}s`, ...storeArgs,
     ],
     logFile: options.controllerLog,
   });

@@ -1,8 +1,15 @@
 /** `npm run bench -- …`: the options, parsed and checked once (bench/run.ts and its phases read them from here). */
 import { parseArgs } from "node:util";
+import { storeKindOf } from "./store.ts";
 
 const USAGE = `Usage: npm run bench -- [options]
 
+  --store URL           the controller's store: sqlite (default, in its data dir) or postgres://USER@HOST:PORT/DB —
+                        the run then creates a database of its own on that server (dropped at the end unless
+                        --keep; the URL's database is only used to connect) and a KEK file, and adds the
+                        revocation propagation phase across two replicas
+  --revocations K       executors revoked through a second replica, timing until the first refuses them
+                        (PostgreSQL only; 0 skips the phase) (default 50)
   --executors N         simulated executors registered and kept connected (default 10000)
   --duration S          seconds of each throughput measurement (bare and full) (default 10)
   --latency-duration S  seconds of the open-loop latency phase (default max(duration, N/rate, 2))
@@ -22,13 +29,15 @@ const USAGE = `Usage: npm run bench -- [options]
   --cpu-prof DIR        run the controller with --cpu-prof, profiles written to DIR
   --controller-log FILE append the controller's stderr to FILE
   --stop-after connect  stop after connecting the fleet (for profiling that part; partial JSON)
-  --keep                keep the controller's data dir
+  --keep                keep the controller's data dir (and the PostgreSQL database)
   --json                print one JSON object as the last stdout line
   --help
 `;
 
 const { values: opt } = parseArgs({
   options: {
+    store: { type: "string", default: "sqlite" },
+    revocations: { type: "string", default: "50" },
     executors: { type: "string", default: "10000" },
     duration: { type: "string", default: "10" },
     "latency-duration": { type: "string" },
@@ -70,8 +79,18 @@ const N = Math.floor(num("executors", opt.executors, 1, 18_000)); // one fd per 
 const DURATION_S = num("duration", opt.duration, 0.5, 600);
 const RATE = num("rate", opt.rate, 1, 100_000);
 const ROTATION = !opt["no-rotation"];
+const STORE_URL = opt.store!;
+const STORE = storeKindOf(STORE_URL);
+if (!STORE) {
+  process.stderr.write(`bench: --store must be sqlite or postgres://USER@HOST:PORT/DB, got "${STORE_URL}"\n`);
+  process.exit(2);
+}
 
 export const options = {
+  /** "sqlite", or the PostgreSQL server the run makes its database on. */
+  STORE_URL,
+  STORE,
+  REVOCATIONS: Math.floor(num("revocations", opt.revocations, 0, 1000)),
   N,
   DURATION_S,
   RATE,

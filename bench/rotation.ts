@@ -9,16 +9,16 @@
  * failed requests (target 0), the seconds from activation until the fleet moved, the
  * requests made and the controller's CPU during the phase.
  */
-import { spawnSync } from "node:child_process";
 import { request } from "node:https";
 import { X509Certificate } from "node:crypto";
-import { isolatedEnv, TETHER_BIN, type ControllerProcess } from "../tools/controller-process.ts";
+import type { ControllerProcess } from "../tools/controller-process.ts";
 import type { CaView, TrustStatus } from "../shared/wire/operator.ts";
 import { paths } from "../shared/protocol.ts";
 import {
-  cores, fmtErrors, log, mergeCounts, mergeSorted, percentile, round, sleep, startWindow, sumErrors, type AllWorkers,
+  cores, fmtErrors, log, mergeCounts, mergeSorted, percentile, pgCores, round, sleep, startWindow, sumErrors, type AllWorkers,
 } from "./harness.ts";
 import { options } from "./options.ts";
+import { adminToken, type BenchStore } from "./store.ts";
 
 interface Answer {
   status: number;
@@ -66,15 +66,6 @@ class Admin {
   }
 }
 
-/** `tether admin bootstrap --data-dir`, as an operator on the controller host would. */
-function adminToken(dataDir: string): string {
-  const r = spawnSync(process.execPath, [TETHER_BIN, "admin", "bootstrap", "--data-dir", dataDir], {
-    encoding: "utf8", timeout: 60_000, env: isolatedEnv(),
-  });
-  if (r.status !== 0) throw new Error(`admin bootstrap failed: ${r.stderr}`);
-  return r.stdout.trim();
-}
-
 /** The CA certificate of a bundle with this fingerprint (as `tether ca show` prints it). */
 function caFromBundle(bundlePem: string, fingerprint: string): string {
   for (const block of bundlePem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []) {
@@ -110,14 +101,15 @@ function logStalls(slow: [number, number][], t0: number, steps: Record<string, n
 
 export interface RotationDeps {
   ctl: ControllerProcess;
-  dataDir: string;
+  /** Where `tether admin bootstrap` makes the admin token (the data dir, or the shared store). */
+  store: BenchStore;
   caPem: string;
   all: AllWorkers;
   N: number;
 }
 
 export async function rotationPhase(d: RotationDeps): Promise<Record<string, number>> {
-  const admin = new Admin(d.ctl.port, adminToken(d.dataDir), d.caPem);
+  const admin = new Admin(d.ctl.port, adminToken(d.store), d.caPem);
   const status = async (): Promise<Status> => {
     const s = await d.all<Status>("rotationStatus");
     const sum = (k: keyof Status) => s.reduce((a, x) => a + x[k], 0);
@@ -226,7 +218,8 @@ export async function rotationPhase(d: RotationDeps): Promise<Record<string, num
     `rotation phase: ${wnd.wallS.toFixed(1)}s, ${requests} executor requests (${sum("heartbeats")} heartbeats, ${sum("bundles")} bundle fetches, ` +
       `${sum("certRenewals")} certificate renewals, ${sum("jwtRenewals")} JWT renewals), failed ${failed}${fmtErrors(failures)}; ` +
       `fleet moved ${Number.isFinite(movedS) ? `${movedS.toFixed(1)}s` : "NOT"} after the activation; heartbeat p50 ${percentile(lat, 50).toFixed(2)} ms, ` +
-      `p99 ${percentile(lat, 99).toFixed(2)} ms, max ${percentile(lat, 100).toFixed(2)} ms; controller ${cores(wnd.ctlCpuS, wnd.wallS)} cores, generator ${cores(wnd.genCpuS, wnd.wallS)} cores`,
+      `p99 ${percentile(lat, 99).toFixed(2)} ms, max ${percentile(lat, 100).toFixed(2)} ms; controller ${cores(wnd.ctlCpuS, wnd.wallS)} cores, generator ${cores(wnd.genCpuS, wnd.wallS)} cores` +
+      pgCores(wnd.storeCpuS, wnd.wallS),
   );
   logStalls(res.flatMap((r) => r.slow), t0, { rotated: tRotate, activated: tActivated });
   return {
@@ -250,5 +243,6 @@ export async function rotationPhase(d: RotationDeps): Promise<Record<string, num
     rotation_controller_cpu_cores: cores(wnd.ctlCpuS, wnd.wallS),
     rotation_generator_cpu_cores: cores(wnd.genCpuS, wnd.wallS),
     rotation_controller_cpu_us_per_request: round((wnd.ctlCpuS / Math.max(1, requests)) * 1e6, 0),
+    ...(Number.isFinite(wnd.storeCpuS) ? { rotation_store_cpu_cores: cores(wnd.storeCpuS, wnd.wallS) } : {}),
   };
 }

@@ -14,22 +14,32 @@
  *   4. registrations/s vs bare TLS handshakes/s → registration_ratio_vs_handshake
  *   5. restart storm: SIGTERM, start again on the same data dir and port, seconds until
  *      every executor heartbeats again → restart_recovery_s, reenrollments
+ *   6. rotation under load (bench/rotation.ts) → rotation_failed_requests, rotation_fleet_moved_s
+ *   7. with `--store postgres://…` only: revocation propagation across two replicas
+ *      (bench/revocation.ts) → revocation_propagation_ms_p50/p99/max
+ *
+ * `--store` (bench/store.ts) picks the controller's store: the embedded SQLite database
+ * (default) or a database of the run's own on a PostgreSQL server; every phase runs the
+ * same on both, and the JSON says which (`store`).
  *
  * Every figure is measured against a baseline in the same run (the machine is shared
  * and noisy). Progress goes to stderr; with --json the last stdout line is one JSON
  * object. Only 127.0.0.1 traffic; every loop is bounded in count and time.
  */
-import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, mkdirSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
-import { isolatedEnv, TETHER_BIN, type ControllerProcess } from "../tools/controller-process.ts";
+import type { ControllerProcess } from "../tools/controller-process.ts";
 import {
-  cores, fmtErrors, genCpuS, GenWorker, log, mergeCounts, mergeSorted, percentile, procCpuS, procStatusMb, round, runStarted, sleep,
-  startController, startJitterProbe, startWindow, sumErrors, withProgress, withTicker, type AllWorkers, type Window,
+  cores, fmtErrors, GenWorker, log, mergeCounts, pgCores, procStatusMb, round, runStarted,
+  startController, startWindow, sumErrors, withProgress, withTicker, type AllWorkers, type Window,
 } from "./harness.ts";
 import { options } from "./options.ts";
+import { openLoop as openLoopPhase } from "./latency.ts";
 import { rotationPhase } from "./rotation.ts";
+import { restartStorm } from "./storm.ts";
+import { revocationPhase } from "./revocation.ts";
+import { openBenchStore, redactUrl, tetherCli, type BenchStore } from "./store.ts";
 
 const { N, DURATION_S, RATE, LATENCY_S, REGS, CONCURRENCY, REG_CONCURRENCY, W, RESTART_TIMEOUT_S, MAX_S } = options;
 const hardDeadline = runStarted + MAX_S * 1000;
@@ -37,20 +47,22 @@ const hardDeadline = runStarted + MAX_S * 1000;
 // ---------------------------------------------------------------------------------------------
 // The run
 
-async function main(): Promise<Record<string, number>> {
+async function main(): Promise<Record<string, number | string>> {
   const root = mkdtempSync(join(tmpdir(), "tether-bench-"));
   const dataDir = join(root, "data");
   const profDir = options.cpuProf;
   if (profDir) mkdirSync(profDir, { recursive: true });
   let ctl: ControllerProcess | undefined;
+  let store: BenchStore | undefined;
   let workers: GenWorker[] = [];
   const cleanup = async () => {
     await Promise.all(workers.map((w) => w.call("shutdown").catch(() => {})));
     await Promise.all(workers.map((w) => w.worker.terminate()));
     workers = [];
     if (ctl) await ctl.stop(20_000);
+    await store?.close(options.keep).catch((e: unknown) => log(`dropping the run's database failed: ${(e as Error).message}`));
     if (!options.keep) rmSync(root, { recursive: true, force: true });
-    else log(`data dir kept: ${dataDir}`);
+    else log(`data dir kept: ${dataDir}${store?.kind === "postgres" ? `; database kept: ${store.label}` : ""}`);
   };
   const onSignal = () => {
     log("interrupted");
@@ -71,14 +83,17 @@ async function main(): Promise<Record<string, number>> {
       `controller: heartbeat interval ${options.HEARTBEAT_INTERVAL_S}s, JWT lifetime ${options.JWT_TTL_S}s; ` +
         `rotation phase ${options.ROTATION ? "on" : "off (--no-rotation)"}`,
     );
-    ctl = await startController(dataDir, 0, profDir);
+    store = await openBenchStore(options.STORE_URL, root, dataDir);
+    const storeArgs = store.controllerArgs;
+    log(
+      store.kind === "postgres"
+        ? `store: PostgreSQL, database ${store.label} made for this run on ${redactUrl(options.STORE_URL)}${options.keep ? " (kept: --keep)" : " (dropped at the end)"}`
+        : "store: SQLite (embedded, in the data dir)",
+    );
+    ctl = await startController(dataDir, 0, profDir, storeArgs);
     const port = ctl.port;
     log(`controller pid ${ctl.pid} listening on ${ctl.url}${profDir ? ` (cpu profiles → ${profDir})` : ""}`);
-    const tok = spawnSync(process.execPath, [TETHER_BIN, "token", "create", "--data-dir", dataDir, "--uses", String(N), "--ttl", "2h"], {
-      encoding: "utf8", timeout: 60_000, env: isolatedEnv(),
-    });
-    if (tok.status !== 0) throw new Error(`token create failed: ${tok.stderr}`);
-    const token = tok.stdout.trim();
+    const token = tetherCli(store, ["token", "create", "--uses", String(N), "--ttl", "2h"]);
     const caPem = readFileSync(join(dataDir, "ca.pem"), "utf8");
 
     // Generator threads, each with a shard of executors.
@@ -198,12 +213,13 @@ async function main(): Promise<Record<string, number>> {
       }));
       clearTimeout(t1);
       clearTimeout(t2);
-      wnd ??= win?.() ?? { wallS: seconds, ctlCpuS: NaN, genCpuS: NaN };
+      wnd ??= win?.() ?? { wallS: seconds, ctlCpuS: NaN, genCpuS: NaN, storeCpuS: NaN };
       return { ok: res.reduce((a, r) => a + r.ok, 0), errors: mergeCounts(res.map((r) => r.errors)), reconnects: res.reduce((a, r) => a + r.reconnects, 0), wnd, seconds };
     };
     await saturate("heartbeat", Math.min(2, DURATION_S), false); // warm-up (JIT, caches), not counted
     const seg = DURATION_S / 2;
-    const sat = { heartbeat: { ok: 0, s: 0, ctl: 0, gen: 0, errors: [] as Record<string, number>[] }, bare: { ok: 0, s: 0, ctl: 0, gen: 0, errors: [] as Record<string, number>[] } };
+    const acc0 = () => ({ ok: 0, s: 0, ctl: 0, gen: 0, store: 0, errors: [] as Record<string, number>[] });
+    const sat = { heartbeat: acc0(), bare: acc0() };
     for (const target of ["bare", "heartbeat", "heartbeat", "bare"] as const) {
       const r = await saturate(target, seg, true);
       const acc = sat[target];
@@ -211,75 +227,25 @@ async function main(): Promise<Record<string, number>> {
       acc.s += r.seconds;
       acc.ctl += r.wnd.ctlCpuS;
       acc.gen += r.wnd.genCpuS;
+      acc.store += r.wnd.storeCpuS;
       acc.errors.push(r.errors);
-      log(`  ${target.padEnd(9)} ${(r.ok / r.seconds).toFixed(0).padStart(6)}/s  controller ${cores(r.wnd.ctlCpuS, r.wnd.wallS)} cores, generator ${cores(r.wnd.genCpuS, r.wnd.wallS)} cores${fmtErrors(r.errors)}`);
+      log(
+        `  ${target.padEnd(9)} ${(r.ok / r.seconds).toFixed(0).padStart(6)}/s  controller ${cores(r.wnd.ctlCpuS, r.wnd.wallS)} cores, ` +
+          `generator ${cores(r.wnd.genCpuS, r.wnd.wallS)} cores${pgCores(r.wnd.storeCpuS, r.wnd.wallS)}${fmtErrors(r.errors)}`,
+      );
     }
     const hbPerS = sat.heartbeat.ok / sat.heartbeat.s;
     const barePerS = sat.bare.ok / sat.bare.s;
     const hbErrors = mergeCounts(sat.heartbeat.errors);
     log(
       `heartbeat ${hbPerS.toFixed(0)}/s vs bare ${barePerS.toFixed(0)}/s → ratio ${(hbPerS / barePerS).toFixed(3)} (concurrency ${CONCURRENCY}); ` +
-        `controller CPU per request ${((sat.heartbeat.ctl / Math.max(1, sat.heartbeat.ok)) * 1e6).toFixed(0)} µs vs ${((sat.bare.ctl / Math.max(1, sat.bare.ok)) * 1e6).toFixed(0)} µs`,
+        `controller CPU per request ${((sat.heartbeat.ctl / Math.max(1, sat.heartbeat.ok)) * 1e6).toFixed(0)} µs vs ${((sat.bare.ctl / Math.max(1, sat.bare.ok)) * 1e6).toFixed(0)} µs` +
+        (Number.isFinite(sat.heartbeat.store) ? `; PostgreSQL server CPU per heartbeat ${((sat.heartbeat.store / Math.max(1, sat.heartbeat.ok)) * 1e6).toFixed(0)} µs` : ""),
     );
 
     // ── 2. latency at a fixed offered load, open loop ───────────────────────────────────
     // The same timetable against the unguarded route first (a shorter baseline), then the heartbeat.
-    const openLoop = async (target: "heartbeat" | "bare", seconds: number) => {
-      const startAt = Date.now() + 300;
-      let latWin: (() => Window) | undefined;
-      let latWnd: Window | undefined;
-      const lt1 = setTimeout(() => {
-        latWin = startWindow(ctl!.pid);
-        // For lining the phase up with a --cpu-prof profile (whose clock is CLOCK_MONOTONIC, in µs).
-        if (profDir) log(`  ${target} latency phase starts at monotonic ${process.hrtime.bigint() / 1000n} µs`);
-      }, startAt - Date.now());
-      const lt2 = setTimeout(() => (latWnd = latWin?.()), startAt + seconds * 1000 - Date.now());
-      const probe = startJitterProbe();
-      const lat = await all<{
-        sent: number; completed: number; queued: number; reconnects: number; outstanding: number; errors: Record<string, number>;
-        latencies: Float64Array; lags: Float64Array; slow: [number, number][]; loopDelayP99Ms: number; loopDelayMaxMs: number;
-      }>("openloop", (w) => ({ target, rate: (RATE * w.init.count) / N, startAt, durationMs: seconds * 1000, drainMs: 20_000, slowMs: 10 }));
-      clearTimeout(lt1);
-      clearTimeout(lt2);
-      const jitter = await probe.stop();
-      const wnd = latWnd ?? latWin?.() ?? { wallS: seconds, ctlCpuS: NaN, genCpuS: NaN };
-      const samples = mergeSorted(lat.map((r) => r.latencies));
-      const lags = mergeSorted(lat.map((r) => r.lags));
-      const errors = mergeCounts(lat.map((r) => r.errors));
-      const outstanding = lat.reduce((a, r) => a + r.outstanding, 0);
-      const last = (a: Float64Array) => (a.length ? a[a.length - 1]! : NaN);
-      const out = {
-        sent: lat.reduce((a, r) => a + r.sent, 0), ok: samples.length, errors: sumErrors(errors) + outstanding, wnd,
-        p50: percentile(samples, 50), p99: percentile(samples, 99), p999: percentile(samples, 99.9), max: last(samples),
-        lagP99: percentile(lags, 99), lagMax: last(lags), jitterP99: percentile(jitter, 99), jitterMax: last(jitter),
-      };
-      log(
-        `${target} latency at ${RATE}/s offered over ${N} executors for ${seconds}s: ${out.ok}/${out.sent} ok, p50 ${out.p50.toFixed(2)} ms, ` +
-          `p99 ${out.p99.toFixed(2)} ms, p99.9 ${out.p999.toFixed(2)} ms, max ${out.max.toFixed(2)} ms; controller ${cores(wnd.ctlCpuS, wnd.wallS)} cores, ` +
-          `generator ${cores(wnd.genCpuS, wnd.wallS)} cores${fmtErrors(errors)}${outstanding ? `, ${outstanding} never answered` : ""}`,
-      );
-      log(
-        `  generator send lag (sent − scheduled; part of the latency above): p99 ${out.lagP99.toFixed(2)} ms, max ${out.lagMax.toFixed(2)} ms; ` +
-          `generator event-loop delay p99 ${Math.max(...lat.map((r) => r.loopDelayP99Ms)).toFixed(2)} ms, max ${Math.max(...lat.map((r) => r.loopDelayMaxMs)).toFixed(2)} ms`,
-      );
-      log(`  machine noise floor (an idle thread's 1 ms timer, how late it wakes): p99 ${out.jitterP99.toFixed(2)} ms, max ${out.jitterMax.toFixed(2)} ms`);
-      // Where the slow answers (> 10 ms) were scheduled, in 100 ms buckets: one stall or many?
-      const stalls = new Map<number, { n: number; worst: number }>();
-      for (const r of lat) {
-        for (const [at, l] of r.slow) {
-          const b = Math.floor(at / 100) * 100;
-          const st = stalls.get(b) ?? { n: 0, worst: 0 };
-          st.n++;
-          st.worst = Math.max(st.worst, l);
-          stalls.set(b, st);
-        }
-      }
-      if (stalls.size) {
-        const worst = [...stalls.entries()].sort((a, b) => b[1].worst - a[1].worst).slice(0, 8).sort((a, b) => a[0] - b[0]);
-        log(`  slowest moments (answers > 10 ms by scheduled time): ${worst.map(([b, st]) => `t+${(b / 1000).toFixed(1)}s ×${st.n} (worst ${st.worst.toFixed(0)} ms)`).join(", ")}`);
-      }
-      return out;
-    };
+    const openLoop = (target: "heartbeat" | "bare", seconds: number) => openLoopPhase({ all, pid: ctl!.pid, profDir }, target, seconds);
     const bareLat = await openLoop("bare", Math.min(LATENCY_S, 5));
     const hbLat = await openLoop("heartbeat", LATENCY_S);
 
@@ -291,49 +257,34 @@ async function main(): Promise<Record<string, number>> {
     const genRssMb = process.memoryUsage().rss / 2 ** 20;
     log(`controller RSS ${rssMb.toFixed(0)} MB (peak ${rssPeakMb.toFixed(0)} MB) with ${executorsConnected} executors connected; generator RSS ${genRssMb.toFixed(0)} MB`);
 
-    // ── 5. restart storm ─────────────────────────────────────────────────────────────────
-    await all("stormArm");
-    const stormGen0 = genCpuS();
-    const oldCpu = procCpuS(ctl.pid);
-    const tTerm = Date.now();
-    const stopped = await ctl.stop(60_000);
-    const tExit = Date.now();
-    log(`controller stopped (exit ${stopped.code}${stopped.killed ? ", SIGKILLed" : ""}) ${((tExit - tTerm) / 1000).toFixed(2)}s after SIGTERM; restarting on port ${port}`);
-    let next: ControllerProcess | undefined;
-    for (let attempt = 0; !next; attempt++) {
-      try {
-        next = await startController(dataDir, port, profDir);
-      } catch (e) {
-        if (attempt >= 5 || !/EADDRINUSE/.test(String(e))) throw e;
-        await sleep(200);
-      }
-    }
-    ctl = next;
-    const tListening = Date.now();
-    log(`controller pid ${ctl.pid} listening again ${((tListening - tTerm) / 1000).toFixed(2)}s after SIGTERM; waiting for every executor to heartbeat`);
-    const storm = await withTicker("storm", all<{ armed: number; ok: number; dead: number; unrecovered: number; lastOk: number; attempts: number; errors: Record<string, number> }>(
-      "stormWait", () => ({ deadline: Math.min(hardDeadline, tTerm + RESTART_TIMEOUT_S * 1000) }),
-    ));
-    const stormCtlCpu = procCpuS(ctl.pid);
-    const stormGenCpu = genCpuS() - stormGen0;
-    const tDone = Date.now();
-    const armed = storm.reduce((a, r) => a + r.armed, 0);
-    const recovered = storm.reduce((a, r) => a + r.ok, 0);
-    const reenrollments = storm.reduce((a, r) => a + r.dead, 0);
-    const unrecovered = storm.reduce((a, r) => a + r.unrecovered, 0);
-    const lastOk = Math.max(...storm.map((r) => r.lastOk));
-    const recoveryS = recovered === armed ? (lastOk - tTerm) / 1000 : (tDone - tTerm) / 1000;
-    log(
-      `restart storm: ${recovered}/${armed} executors heartbeating again ${recoveryS.toFixed(2)}s after SIGTERM ` +
-        `(${((lastOk - tListening) / 1000).toFixed(2)}s after the new process listened); re-enrollments needed ${reenrollments}, unrecovered ${unrecovered}; ` +
-        `new controller ${stormCtlCpu.toFixed(1)} s CPU (incl. start-up), old controller ${oldCpu.toFixed(1)} s total; generator ${stormGenCpu.toFixed(1)} s CPU${fmtErrors(mergeCounts(storm.map((r) => r.errors)))}`,
-    );
+    // ── 5. restart storm (bench/storm.ts) ────────────────────────────────────────────────
+    const storm = await restartStorm({
+      ctl, all,
+      restart: () => startController(dataDir, port, profDir, storeArgs),
+      onRestarted: (next) => (ctl = next),
+      deadline: (tTerm) => Math.min(hardDeadline, tTerm + RESTART_TIMEOUT_S * 1000),
+    });
 
     // ── 6. rotation under load: JWT key, CA rotate + activate, the fleet renews ──────────
-    const rotation = options.ROTATION ? await rotationPhase({ ctl, dataDir, caPem, all, N }) : {};
+    const rotation = options.ROTATION ? await rotationPhase({ ctl, store, caPem, all, N }) : {};
     const jwtRenewals = (await all<{ jwtRenewals: number }>("status")).reduce((a, s) => a + s.jwtRenewals, 0);
 
-    const result: Record<string, number> = {
+    // ── 7. revocation propagation across two replicas (a shared store only) ───────────────
+    let revocation: Record<string, number> = {};
+    if (store.kind !== "postgres") {
+      log("revocation propagation: absent — it needs two replicas on one shared store (--store postgres://…); the SQLite store serves one controller process");
+    } else if (options.REVOCATIONS === 0) {
+      log("revocation propagation: skipped (--revocations 0)");
+    } else {
+      const s = store;
+      revocation = await withTicker("revocation", revocationPhase({
+        store: s, ctl, dataDir, root, K: options.REVOCATIONS,
+        startReplica: (dir) => startController(dir, 0, undefined, s.controllerArgs),
+      }));
+    }
+
+    const result: Record<string, number | string> = {
+      store: store.kind,
       executors: executorsConnected,
       executors_requested: N,
       heartbeat_per_s: round(hbPerS, 0),
@@ -347,6 +298,14 @@ async function main(): Promise<Record<string, number>> {
       heartbeat_controller_cpu_cores: cores(sat.heartbeat.ctl, sat.heartbeat.s),
       heartbeat_generator_cpu_cores: cores(sat.heartbeat.gen, sat.heartbeat.s),
       heartbeat_controller_cpu_us_each: round((sat.heartbeat.ctl / Math.max(1, sat.heartbeat.ok)) * 1e6, 0),
+      ...(store.kind === "postgres" && Number.isFinite(sat.heartbeat.store)
+        ? {
+            heartbeat_store_cpu_cores: cores(sat.heartbeat.store, sat.heartbeat.s),
+            heartbeat_store_cpu_us_each: round((sat.heartbeat.store / Math.max(1, sat.heartbeat.ok)) * 1e6, 0),
+            bare_store_cpu_cores: cores(sat.bare.store, sat.bare.s),
+            latency_store_cpu_cores: cores(hbLat.wnd.storeCpuS, hbLat.wnd.wallS),
+          }
+        : {}),
       bare_controller_cpu_cores: cores(sat.bare.ctl, sat.bare.s),
       bare_generator_cpu_cores: cores(sat.bare.gen, sat.bare.s),
       bare_controller_cpu_us_each: round((sat.bare.ctl / Math.max(1, sat.bare.ok)) * 1e6, 0),
@@ -386,17 +345,12 @@ async function main(): Promise<Record<string, number>> {
       handshake_controller_cpu_ms_each: round((hs.ctl / Math.max(1, hs.ok)) * 1000, 2),
       handshake_controller_cpu_cores: cores(hs.ctl, hs.wall),
       handshake_generator_cpu_cores: cores(hs.gen, hs.wall),
-      restart_recovery_s: round(recoveryS, 2),
-      restart_down_s: round((tListening - tTerm) / 1000, 2),
-      restart_stop_s: round((tExit - tTerm) / 1000, 2),
-      reenrollments,
-      restart_unrecovered: unrecovered,
-      restart_controller_cpu_s: round(stormCtlCpu, 2),
-      restart_generator_cpu_s: round(stormGenCpu, 2),
+      ...storm,
       heartbeat_interval_s: options.HEARTBEAT_INTERVAL_S,
       jwt_ttl_s: options.JWT_TTL_S,
       jwt_renewals: jwtRenewals,
       ...rotation,
+      ...revocation,
       controller_errors_logged: ctl.errorsLogged,
       total_s: round((Date.now() - runStarted) / 1000, 1),
     };
@@ -413,19 +367,21 @@ async function main(): Promise<Record<string, number>> {
 }
 
 const TARGETS: [string, (r: Record<string, number>) => boolean, string][] = [
-  ["heartbeat_ratio_vs_bare_tls", (r) => r.heartbeat_ratio_vs_bare_tls! >= 0.7, "≥ 0.7"],
+  // Issue 12 sets 0.6 for PostgreSQL: every request also costs a database round trip.
+  ["heartbeat_ratio_vs_bare_tls", (r) => r.heartbeat_ratio_vs_bare_tls! >= ((r.store as unknown) === "postgres" ? 0.6 : 0.7), "≥ 0.7; ≥ 0.6 on PostgreSQL"],
   ["heartbeat_p99_ms", (r) => r.heartbeat_p99_ms! <= 10, "≤ 10 (at 1,000/s, 10,000 executors)"],
   ["rss_mb", (r) => r.rss_mb! <= 1024, "≤ 1024 (at 10,000 executors)"],
   ["registration_ratio_vs_handshake", (r) => r.registration_ratio_vs_handshake! >= 0.5, "≥ 0.5"],
   ["restart_recovery_s", (r) => r.restart_recovery_s! <= 30, "≤ 30"],
   ["reenrollments", (r) => r.reenrollments === 0, "= 0"],
   ["rotation_failed_requests", (r) => r.rotation_failed_requests === 0, "= 0"],
+  ["revocation_propagation_ms_p99", (r) => r.revocation_propagation_ms_p99! <= 1000, "≤ 1000 (PROTOCOL §8: within 1 s)"],
 ];
 
 main().then(
   (r) => {
     log("results (target in brackets; targets are goals, not assertions):");
-    for (const [k, ok, target] of TARGETS) if (k in r) log(`  ${k.padEnd(34)} ${String(r[k]).padStart(10)}  [${target}] ${ok(r) ? "met" : "MISSED"}`);
+    for (const [k, ok, target] of TARGETS) if (k in r) log(`  ${k.padEnd(34)} ${String(r[k]).padStart(10)}  [${target}] ${ok(r as Record<string, number>) ? "met" : "MISSED"}`);
     if (options.json) process.stdout.write(JSON.stringify(r) + "\n");
     process.exit(0);
   },

@@ -1,10 +1,13 @@
 /**
  * `npm run bench` in its smoke size finishes and prints one JSON line with every
- * figure. No performance assertion: the numbers depend on the machine.
+ * figure, on the embedded SQLite store and on PostgreSQL (`--store`, with the revocation
+ * propagation phase across two replicas). No performance assertion: the numbers depend
+ * on the machine.
  */
 import { describe, expect, it } from "vitest";
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import pg from "pg";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const KEYS = [
@@ -16,6 +19,40 @@ const KEYS = [
   "restart_recovery_s", "reenrollments", "restart_controller_cpu_s", "restart_generator_cpu_s",
   "rotation_failed_requests", "rotation_fleet_moved_s", "rotation_executors_moved", "rotation_cert_renewals",
 ];
+
+const REVOCATION_KEYS = ["revocation_propagation_ms_p50", "revocation_propagation_ms_p99", "revocation_propagation_ms_max"];
+/** The smallest size that still runs every phase: the rotation phase takes a few seconds with these. */
+const SMOKE = ["--executors", "50", "--duration", "2", "--jwt-ttl", "10", "--heartbeat-interval", "2", "--json"];
+
+/** The test server (.ci/run exports it); the bench makes a database of its own there and drops it. */
+const POSTGRES_URL = process.env.TETHER_TEST_POSTGRES_URL || "postgres://postgres@127.0.0.1:5432/postgres";
+
+async function postgresAnswers(): Promise<boolean> {
+  const client = new pg.Client({ connectionString: POSTGRES_URL, connectionTimeoutMillis: 2_000, query_timeout: 2_000 });
+  client.on("error", () => undefined);
+  try {
+    await client.connect();
+    await client.query("SELECT 1");
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+const postgres = await postgresAnswers();
+if (!postgres) console.log(`PostgreSQL not reachable at ${POSTGRES_URL.replace(/:[^:@/]*@/, ":…@")}: skipping the bench smoke on PostgreSQL`);
+
+function lastJson(stdout: string): Record<string, unknown> {
+  return JSON.parse(stdout.trim().split("\n").at(-1)!) as Record<string, unknown>;
+}
+
+function expectFigures(result: Record<string, unknown>, keys: string[]): void {
+  for (const k of keys) {
+    expect(typeof result[k], k).toBe("number");
+    expect(Number.isFinite(result[k]), k).toBe(true);
+  }
+}
 
 function runBench(args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -36,18 +73,42 @@ describe("npm run bench (smoke)", () => {
   it("--executors 50 --duration 2 (short JWT lifetime and heartbeat interval) --json ends with one JSON line holding every figure", async () => {
     // A 10 s JWT lifetime and 2 s heartbeat interval keep the rotation phase to a few
     // seconds: the next JWT key is mature by then and executors renew within 2–4 s.
-    const r = await runBench(["--executors", "50", "--duration", "2", "--jwt-ttl", "10", "--heartbeat-interval", "2", "--json"], 55_000);
+    const r = await runBench(SMOKE, 55_000);
     expect(r.code, r.stderr.slice(-3000)).toBe(0);
-    const last = r.stdout.trim().split("\n").at(-1)!;
-    const result = JSON.parse(last) as Record<string, unknown>;
-    for (const k of KEYS) {
-      expect(typeof result[k], k).toBe("number");
-      expect(Number.isFinite(result[k]), k).toBe(true);
-    }
+    const result = lastJson(r.stdout);
+    expectFigures(result, KEYS);
+    expect(result.store).toBe("sqlite");
+    // One controller process: no second replica to propagate to, and the log says so.
+    for (const k of REVOCATION_KEYS) expect(result, k).not.toHaveProperty(k);
+    expect(r.stderr).toMatch(/revocation propagation: absent/);
     expect(result.reenrollments).toBe(0);
     // The rotation phase ran to its end: every executor moved to the new CA.
     expect(result.rotation_executors_moved).toBe(50);
     expect(result.rotation_failed_requests).toBe(0);
     expect(result.rotation_cert_renewals).toBeGreaterThanOrEqual(50);
+  }, 60_000);
+
+  it.skipIf(!postgres)("--store postgres://… runs every phase there, plus revocation propagation across two replicas", async () => {
+    const r = await runBench([...SMOKE, "--store", POSTGRES_URL, "--revocations", "5"], 55_000);
+    expect(r.code, r.stderr.slice(-3000)).toBe(0);
+    const result = lastJson(r.stdout);
+    expectFigures(result, [...KEYS, ...REVOCATION_KEYS]);
+    expect(result.store).toBe("postgres");
+    expect(result.reenrollments).toBe(0);
+    expect(result.rotation_executors_moved).toBe(50);
+    expect(result.rotation_failed_requests).toBe(0);
+    expect(result.revocation_executors).toBe(5);
+    expect(result.revocation_not_propagated).toBe(0);
+    expect(result.revocation_propagation_ms_p50 as number).toBeLessThanOrEqual(result.revocation_propagation_ms_p99 as number);
+    // The run's own database is gone afterwards.
+    const db = /database (postgres:\/\/\S+\/(tether_bench_[0-9a-f]+))/.exec(r.stderr)?.[2];
+    expect(db).toBeDefined();
+    const client = new pg.Client({ connectionString: POSTGRES_URL });
+    await client.connect();
+    try {
+      expect((await client.query("SELECT 1 FROM pg_database WHERE datname = $1", [db])).rowCount).toBe(0);
+    } finally {
+      await client.end();
+    }
   }, 60_000);
 });
