@@ -1,17 +1,21 @@
 /**
- * Keeps decrypted HMAC keys in memory in front of any Store: the HMAC guard asks for
- * them on every executor request, and reading plus decrypting each time costs more
- * than the rest of the check. Keys change only by `rotateHmacKey`, which passes through
- * here and evicts; the previous key's grace is a time the guard checks on every use.
- * With several replicas another one may rotate a key: the change feed evicts it, and
- * while the feed is not live the cache steps aside and every request reads the store
- * (ARCHITECTURE: caches never weaken a guarantee).
+ * Keeps decrypted HMAC keys — and, on a shared store, executors' auth state — in memory
+ * in front of any Store: the guard chain asks for both on every executor request, and
+ * reading (plus decrypting) each time costs more than the rest of the check. Changes
+ * made through this process pass through here and evict; another replica's arrive on
+ * the change feed and evict; while the feed is not live the cache steps aside and every
+ * request reads the store (ARCHITECTURE: caches never weaken a guarantee).
+ *
+ * The auth state (revocation, epoch, certificates, drain) is cached only with
+ * `authState: true` — the PostgreSQL store, where every writer notifies. On the embedded
+ * store the CLI revokes from another process without a feed, so it is read every time.
  */
 import { LocalChangeFeed, type ChangeFeed } from "./changes.ts";
 import type {
   ApiTokenRecord,
   CertRotation,
   EnrollmentTokenRecord,
+  ExecutorAuthState,
   ExecutorRunStatus,
   HmacKeys,
   NewExecutor,
@@ -21,22 +25,51 @@ import type { CertThumbprint } from "../../shared/fingerprint.ts";
 
 export class HmacKeyCache implements Store {
   private readonly keys = new Map<string, HmacKeys>();
+  private readonly auth = new Map<string, ExecutorAuthState>();
   /** Raised by every eviction: a read that began before one must not fill the cache. */
   private generation = 0;
 
-  constructor(private readonly inner: Store, private readonly feed: ChangeFeed = new LocalChangeFeed()) {
+  constructor(
+    private readonly inner: Store,
+    private readonly feed: ChangeFeed = new LocalChangeFeed(),
+    private readonly opts: { authState?: boolean } = {},
+  ) {
     feed.subscribe((c) => {
       if (c.kind === "executor") this.evict(c.id);
     });
     feed.onResync(() => {
       this.generation++;
       this.keys.clear();
+      this.auth.clear();
     });
   }
 
   private evict(id: string): void {
     this.generation++;
     this.keys.delete(id);
+    this.auth.delete(id);
+  }
+
+  /** A write that changes what is cached of `id`: evicted before, and after (a read racing it must not keep the old state). */
+  private async changing<T>(id: string, write: () => Promise<T>): Promise<T> {
+    this.evict(id);
+    try {
+      return await write();
+    } finally {
+      this.evict(id);
+    }
+  }
+
+  getExecutorAuth(id: string): Promise<ExecutorAuthState | undefined> {
+    if (!this.opts.authState || !this.feed.live()) return this.inner.getExecutorAuth(id);
+    const cached = this.auth.get(id);
+    // A copy: the guard chain marks a confirmed certificate on the object it gets.
+    if (cached) return Promise.resolve({ ...cached });
+    const generation = this.generation;
+    return this.inner.getExecutorAuth(id).then((state) => {
+      if (state && generation === this.generation && this.feed.live()) this.auth.set(id, { ...state });
+      return state;
+    });
   }
 
   getHmacKeys(id: string): Promise<HmacKeys | undefined> {
@@ -50,14 +83,14 @@ export class HmacKeyCache implements Store {
     });
   }
 
-  async rotateHmacKey(id: string, key: Buffer, previousUntil: number): Promise<void> {
-    this.evict(id);
-    try {
-      await this.inner.rotateHmacKey(id, key, previousUntil);
-    } finally {
-      this.evict(id); // a read racing the write must not keep the old pair
-    }
+  rotateHmacKey(id: string, key: Buffer, previousUntil: number): Promise<void> {
+    return this.changing(id, () => this.inner.rotateHmacKey(id, key, previousUntil));
   }
+  rotateCertificate(id: string, rotation: CertRotation) { return this.changing(id, () => this.inner.rotateCertificate(id, rotation)); }
+  confirmCertificate(id: string, fingerprint: CertThumbprint) { return this.changing(id, () => this.inner.confirmCertificate(id, fingerprint)); }
+  bumpEpoch(id: string) { return this.changing(id, () => this.inner.bumpEpoch(id)); }
+  revokeExecutor(id: string, now: number) { return this.changing(id, () => this.inner.revokeExecutor(id, now)); }
+  setDrain(id: string, drain: boolean) { return this.changing(id, () => this.inner.setDrain(id, drain)); }
 
   // Everything else goes straight through.
   insertEnrollmentToken(t: EnrollmentTokenRecord) { return this.inner.insertEnrollmentToken(t); }
@@ -72,16 +105,10 @@ export class HmacKeyCache implements Store {
   revokeApiToken(id: string, now: number) { return this.inner.revokeApiToken(id, now); }
   touchApiToken(id: string, ip: string, now: number) { return this.inner.touchApiToken(id, ip, now); }
   getExecutor(id: string) { return this.inner.getExecutor(id); }
-  getExecutorAuth(id: string) { return this.inner.getExecutorAuth(id); }
   listExecutors() { return this.inner.listExecutors(); }
-  rotateCertificate(id: string, rotation: CertRotation) { return this.inner.rotateCertificate(id, rotation); }
-  confirmCertificate(id: string, fingerprint: CertThumbprint) { return this.inner.confirmCertificate(id, fingerprint); }
-  bumpEpoch(id: string) { return this.inner.bumpEpoch(id); }
   recordHeartbeat(id: string, status: ExecutorRunStatus, now: number, trustBundleVersion?: number) {
     return this.inner.recordHeartbeat(id, status, now, trustBundleVersion);
   }
-  revokeExecutor(id: string, now: number) { return this.inner.revokeExecutor(id, now); }
-  setDrain(id: string, drain: boolean) { return this.inner.setDrain(id, drain); }
   rememberNonce(executorId: string, nonce: string, expiresAt: number) { return this.inner.rememberNonce(executorId, nonce, expiresAt); }
   pruneNonces(now: number) { return this.inner.pruneNonces(now); }
   ping() { return this.inner.ping(); }

@@ -110,7 +110,8 @@ async function openShared(url: string, config: StoreConfig): Promise<StoreHandle
     throw e;
   }
   return {
-    store: new HmacKeyCache(backend.store, backend.changes),
+    // Every writer to the shared store notifies: the auth state may be cached too (evicted within ms).
+    store: new HmacKeyCache(backend.store, backend.changes, { authState: true }),
     tasks: backend.tasks,
     cas: backend.cas,
     jwtKeys: backend.jwtKeys,

@@ -97,6 +97,27 @@ describePostgres("openStore on a shared PostgreSQL database", () => {
     await until(() => a.changes.live(), "A's feed to resync");
   });
 
+  it("an executor's auth state cached by replica A follows an epoch bump and a revocation made through B within 1 s", async () => {
+    const [a, b] = [handles[0]!, handles[1]!];
+    await until(() => a.changes.live(), "A's change feed to be live");
+    const before = (await a.store.getExecutorAuth("ex_1"))!;
+    expect(before.revoked).toBe(false);
+    // A write behind the stores' back (no notification) is not seen: A answers from memory.
+    const { default: pg } = await import("pg");
+    const direct = new pg.Client({ connectionString: db.url });
+    await direct.connect();
+    await direct.query("UPDATE executors SET epoch = epoch + 100 WHERE id = 'ex_1'");
+    await direct.end();
+    expect((await a.store.getExecutorAuth("ex_1"))?.epoch).toBe(before.epoch);
+
+    const epoch = await b.store.bumpEpoch("ex_1");
+    await until(async () => (await a.store.getExecutorAuth("ex_1"))?.epoch === epoch, "A to see B's epoch bump", 1000);
+    const t0 = Date.now();
+    expect(await b.store.revokeExecutor("ex_1", Date.now())).toBe(true);
+    await until(async () => (await a.store.getExecutorAuth("ex_1"))?.revoked === true, "A to see B's revocation", 1000);
+    console.log(`[shared-store] B's revocation reached A's cached auth state after ${Date.now() - t0} ms`);
+  });
+
   it("each run-once duty is held by exactly one replica, and moves within the retry when its holder closes", async () => {
     const holders = () => {
       const all: Duty[] = [];

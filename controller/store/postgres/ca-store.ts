@@ -105,17 +105,19 @@ export class PostgresCaStore implements CaStore {
   }
 
   async recordIssued(c: IssuedCertificate): Promise<void> {
-    await inTransaction(this.pool, async (tx) => {
-      // What no CRL needs any more: the expired certificates of the same holder.
-      // (Two forms, so both use the (executor_id, not_after) index; IS NOT DISTINCT FROM would not.)
-      if (c.executorId === null) await tx.query(`DELETE FROM certificates WHERE executor_id IS NULL AND not_after <= $1`, [c.issuedAt]);
-      else await tx.query(`DELETE FROM certificates WHERE executor_id = $1 AND not_after <= $2`, [c.executorId, c.issuedAt]);
-      await tx.query(
-        `INSERT INTO certificates (ca_id, serial, executor_id, not_after, issued_at) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (ca_id, serial) DO UPDATE SET executor_id = excluded.executor_id, not_after = excluded.not_after, issued_at = excluded.issued_at`,
-        [c.caId, c.serialHex.toLowerCase(), c.executorId, c.notAfter, c.issuedAt]);
-      await tx.query(`UPDATE cas SET last_issued_not_after = GREATEST(last_issued_not_after, $1) WHERE id = $2`, [c.notAfter, c.caId]);
-    });
+    // One statement, so the CA's row (every issuance raises last_issued_not_after) is
+    // locked for one statement, not across a transaction's round trips: issuances of a
+    // whole fleet queue on that row. It also drops what no CRL needs any more: the
+    // expired certificates of the same holder (two forms, so both use the
+    // (executor_id, not_after) index; IS NOT DISTINCT FROM would not).
+    const holder = c.executorId === null ? "executor_id IS NULL" : "executor_id = $3";
+    await run(this.pool,
+      `WITH expired AS (DELETE FROM certificates WHERE ${holder} AND not_after <= $5),
+            issued AS (
+              INSERT INTO certificates (ca_id, serial, executor_id, not_after, issued_at) VALUES ($1, $2, $3, $4, $5)
+              ON CONFLICT (ca_id, serial) DO UPDATE SET executor_id = excluded.executor_id, not_after = excluded.not_after, issued_at = excluded.issued_at)
+       UPDATE cas SET last_issued_not_after = $4 WHERE id = $1 AND last_issued_not_after < $4`,
+      [c.caId, c.serialHex.toLowerCase(), c.executorId, c.notAfter, c.issuedAt]);
   }
 
   async revokedSerials(caId: string, now: number): Promise<{ serialHex: string; revokedAt: number }[]> {

@@ -20,10 +20,17 @@ export interface PostgresChangeFeedOptions {
   minBackoffMs?: number;
   /** Default 2 s. */
   maxBackoffMs?: number;
-  /** Default 1 s. */
+  /** Default 250 ms. */
   probeIntervalMs?: number;
-  /** Default 2 s. */
+  /** A probe unanswered this long drops the connection and reconnects (default 2 s). */
   probeTimeoutMs?: number;
+  /**
+   * The feed counts as live only while a probe was answered within this long (default
+   * 3 probe intervals): notifications committed before a probe was sent arrive before
+   * its answer, so this bounds how stale a cache can be on a connection that died
+   * silently — under the 1 s in which a revocation must reach every replica.
+   */
+  maxSilenceMs?: number;
 }
 
 export class PostgresChangeFeed implements ChangeFeed {
@@ -32,6 +39,8 @@ export class PostgresChangeFeed implements ChangeFeed {
   private readonly liveWaiters = new Set<() => void>();
   private client: pg.Client | undefined;
   private listening = false;
+  /** When the listening connection last answered (connected, or a probe). */
+  private lastAnswerAt = 0;
   private closed = false;
   private backoffMs: number;
   private reconnectTimer: NodeJS.Timeout | undefined;
@@ -40,13 +49,13 @@ export class PostgresChangeFeed implements ChangeFeed {
   private readonly o: Required<Omit<PostgresChangeFeedOptions, "onError">> & Pick<PostgresChangeFeedOptions, "onError">;
 
   constructor(options: PostgresChangeFeedOptions) {
-    this.o = { minBackoffMs: 100, maxBackoffMs: 2_000, probeIntervalMs: 1_000, probeTimeoutMs: 2_000, ...options };
+    this.o = { minBackoffMs: 100, maxBackoffMs: 2_000, probeIntervalMs: 250, probeTimeoutMs: 2_000, maxSilenceMs: 3 * (options.probeIntervalMs ?? 250), ...options };
     this.backoffMs = this.o.minBackoffMs;
     void this.connect();
   }
 
   live(): boolean {
-    return this.listening;
+    return this.listening && Date.now() - this.lastAnswerAt <= this.o.maxSilenceMs;
   }
 
   subscribe(fn: (c: Change) => void): () => void {
@@ -112,6 +121,7 @@ export class PostgresChangeFeed implements ChangeFeed {
     }
     if (client !== this.client) return; // lost (or closed) while connecting
     this.listening = true;
+    this.lastAnswerAt = Date.now();
     this.backoffMs = this.o.minBackoffMs;
     if (this.failing) this.o.onError?.("change feed listening again");
     this.failing = false;
@@ -132,6 +142,7 @@ export class PostgresChangeFeed implements ChangeFeed {
       () => {
         answered = true;
         clearTimeout(timer);
+        if (client === this.client) this.lastAnswerAt = Date.now();
       },
       (e: unknown) => {
         answered = true;
