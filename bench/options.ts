@@ -8,6 +8,8 @@ const USAGE = `Usage: npm run bench -- [options]
                         the run then creates a database of its own on that server (dropped at the end unless
                         --keep; the URL's database is only used to connect) and a KEK file, and adds the
                         revocation propagation phase across two replicas
+  --metrics             run the controller with --metrics-listen on loopback and scrape /metrics every
+                        5 s during the whole run (to measure what metrics cost; compare runs with and without)
   --revocations K       executors revoked through a second replica, timing until the first refuses them
                         (PostgreSQL only; 0 skips the phase) (default 50)
   --executors N         simulated executors registered and kept connected (default 10000)
@@ -38,6 +40,7 @@ const { values: opt } = parseArgs({
   options: {
     store: { type: "string", default: "sqlite" },
     revocations: { type: "string", default: "50" },
+    metrics: { type: "boolean", default: false },
     executors: { type: "string", default: "10000" },
     duration: { type: "string", default: "10" },
     "latency-duration": { type: "string" },
@@ -91,6 +94,7 @@ export const options = {
   STORE_URL,
   STORE,
   REVOCATIONS: Math.floor(num("revocations", opt.revocations, 0, 1000)),
+  METRICS: opt.metrics,
   N,
   DURATION_S,
   RATE,

@@ -37,6 +37,7 @@ import {
 import { options } from "./options.ts";
 import { openLoop as openLoopPhase } from "./latency.ts";
 import { rotationPhase } from "./rotation.ts";
+import { freeLoopbackPort, startScraper, type Scraper } from "./metrics-scrape.ts";
 import { restartStorm } from "./storm.ts";
 import { revocationPhase } from "./revocation.ts";
 import { openBenchStore, redactUrl, tetherCli, type BenchStore } from "./store.ts";
@@ -54,6 +55,7 @@ async function main(): Promise<Record<string, number | string>> {
   if (profDir) mkdirSync(profDir, { recursive: true });
   let ctl: ControllerProcess | undefined;
   let store: BenchStore | undefined;
+  let scraper: Scraper | undefined;
   let workers: GenWorker[] = [];
   const cleanup = async () => {
     await Promise.all(workers.map((w) => w.call("shutdown").catch(() => {})));
@@ -84,7 +86,8 @@ async function main(): Promise<Record<string, number | string>> {
         `rotation phase ${options.ROTATION ? "on" : "off (--no-rotation)"}`,
     );
     store = await openBenchStore(options.STORE_URL, root, dataDir);
-    const storeArgs = store.controllerArgs;
+    const metricsPort = options.METRICS ? await freeLoopbackPort() : 0;
+    const storeArgs = [...store.controllerArgs, ...(options.METRICS ? ["--metrics-listen", `127.0.0.1:${metricsPort}`] : [])];
     log(
       store.kind === "postgres"
         ? `store: PostgreSQL, database ${store.label} made for this run on ${redactUrl(options.STORE_URL)}${options.keep ? " (kept: --keep)" : " (dropped at the end)"}`
@@ -93,6 +96,10 @@ async function main(): Promise<Record<string, number | string>> {
     ctl = await startController(dataDir, 0, profDir, storeArgs);
     const port = ctl.port;
     log(`controller pid ${ctl.pid} listening on ${ctl.url}${profDir ? ` (cpu profiles → ${profDir})` : ""}`);
+    if (options.METRICS) {
+      scraper = startScraper(metricsPort, 5000);
+      log(`metrics on http://127.0.0.1:${metricsPort}/metrics, scraped every 5 s (--metrics)`);
+    }
     const token = tetherCli(store, ["token", "create", "--uses", String(N), "--ttl", "2h"]);
     const caPem = readFileSync(join(dataDir, "ca.pem"), "utf8");
 
@@ -285,6 +292,8 @@ async function main(): Promise<Record<string, number | string>> {
 
     const result: Record<string, number | string> = {
       store: store.kind,
+      metrics: options.METRICS ? "on" : "off",
+      ...(scraper ? (({ scrapes, failures }) => ({ metrics_scrapes: scrapes, metrics_scrape_failures: failures }))(scraper.stop()) : {}),
       executors: executorsConnected,
       executors_requested: N,
       heartbeat_per_s: round(hbPerS, 0),
