@@ -4,13 +4,7 @@ import { DEFAULT_NETWORK_BOUNDS } from "../controller/http/network-bounds.ts";
 import { durationSeconds, required, requireString, UsageError, wholeNumber, type ParsedArgs } from "./args.ts";
 import { info, type Command } from "./command.ts";
 import { dataDirOption, storeTarget } from "./data-dir.ts";
-
-function parseListen(text: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new UsageError(`--listen expects HOST:PORT, got "${text}"`);
-  return { host: m[1] ?? m[2]!, port };
-}
+import { METRICS_LISTEN_HELP, metricsListenOption, parseListen } from "./listen.ts";
 
 /** A duration option that has a default. */
 const duration = (args: ParsedArgs, name: string): number => required(durationSeconds(args, name), name);
@@ -18,12 +12,13 @@ const duration = (args: ParsedArgs, name: string): number => required(durationSe
 export const controllerStart: Command = {
   spec: {
     name: "controller start",
-    usage: "controller start --data-dir DIR [--store postgres://… --kek-file FILE] [--listen HOST:PORT] [--san NAME]… [--dev] [--bench] [--cert-ttl 24h] [--jwt-ttl 15m] [--heartbeat-interval 10s] [--ca-ttl 8760h] [--jwt-key-ttl 720h]",
+    usage: "controller start --data-dir DIR [--store postgres://… --kek-file FILE] [--listen HOST:PORT] [--san NAME]… [--dev] [--bench] [--cert-ttl 24h] [--jwt-ttl 15m] [--heartbeat-interval 10s] [--ca-ttl 8760h] [--jwt-key-ttl 720h] [--metrics-listen 127.0.0.1:9464]",
     summary:
       "Runs the controller (or one replica of it, with a postgres:// --store). On first start it creates the CA, the JWT signing key and the database (in --data-dir, or in the shared store, once); --data-dir also holds this process's server certificate and audit log.",
     options: {
       ...dataDirOption,
       listen: { kind: "string", arg: "HOST:PORT", help: "address to listen on", default: "127.0.0.1:8443", env: "TETHER_LISTEN" },
+      "metrics-listen": { kind: "string", arg: "HOST:PORT", help: METRICS_LISTEN_HELP },
       san: { kind: "list", arg: "NAME", help: "DNS name or IP for the server certificate (default: localhost, 127.0.0.1)" },
       dev: { kind: "boolean", help: "development mode: mounts POST /v1/dev/enrollment-tokens without auth (never in production)" },
       bench: {
@@ -53,6 +48,7 @@ export const controllerStart: Command = {
     requireString(args, "data-dir"); // every replica has its own: server certificate, audit log
     const { dataDir, storeUrl, kekFile } = storeTarget(args);
     const { host, port } = parseListen(args.strings.listen!);
+    const metricsListen = metricsListenOption(args.strings["metrics-listen"]);
     const caKeyType = args.strings["ca-key-type"];
     if (caKeyType !== "ed25519" && caKeyType !== "p256") throw new UsageError(`--ca-key-type must be ed25519 or p256`);
     const env = resolveEnv(args.flags.dev!);
@@ -61,7 +57,7 @@ export const controllerStart: Command = {
       throw new UsageError("--bench is refused in production: set TETHER_ENV=development or test, or pass --dev");
     }
     const config = defaultConfig(dataDir, {
-      host, port, caKeyType, storeUrl, kekFile,
+      host, port, caKeyType, storeUrl, kekFile, metricsListen,
       sans: args.lists.san!.length ? args.lists.san! : undefined,
       env,
       ...(bench ? { bench, registerBurst: 1_000_000, registerPerSecond: 1_000_000 } : {}),
@@ -94,6 +90,7 @@ export const controllerStart: Command = {
     const bootstrap = { created: " (new CA created)", imported: " (imported from ca.key, now kept encrypted in the database)", loaded: "" }[running.caBootstrap];
     info(`CA fingerprint SHA256:${running.caFingerprint}${bootstrap}`);
     info(`data dir ${dataDir}`);
+    if (running.metricsUrl) info(`metrics on ${running.metricsUrl}`);
     await stopped;
     return 0;
   },

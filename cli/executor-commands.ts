@@ -15,6 +15,7 @@ import { CommandHandler } from "../executor/handlers/command.ts";
 import { allowedNameProblem, loadsCode, runsAnything } from "../executor/handlers/command-policy.ts";
 import { envNameProblem } from "../shared/task-kinds/command.ts";
 import { LeaseWorkSource } from "../executor/leases.ts";
+import { METRICS_LISTEN_HELP, metricsListenOption } from "./listen.ts";
 
 const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
 
@@ -81,7 +82,7 @@ export const executorRun: Command = {
   spec: {
     name: "executor run",
     usage:
-      "executor run --controller URL [--controller URL]… (--ca-file FILE | --ca-fingerprint SHA256:HEX) --state-dir DIR [--token TOKEN | --token-file FILE] [--name NAME] [--label k=v]… [--capacity N] [--allow-command NAME]… [--allow-env NAME]…",
+      "executor run --controller URL [--controller URL]… (--ca-file FILE | --ca-fingerprint SHA256:HEX) --state-dir DIR [--token TOKEN | --token-file FILE] [--name NAME] [--label k=v]… [--capacity N] [--allow-command NAME]… [--allow-env NAME]… [--metrics-listen 127.0.0.1:9465]",
     summary:
       "Runs the executor daemon. First start: generates a key, sends a CSR and registers with the enrollment token. " +
       "Later starts: reuses the identity in --state-dir and re-registers (epoch + 1) without a token. " +
@@ -126,6 +127,7 @@ export const executorRun: Command = {
         arg: "NAME",
         help: "an environment variable a command task may set (exact name; default none: a task setting any other fails). Commands start from PATH, HOME and LANG only",
       },
+      "metrics-listen": { kind: "string", arg: "HOST:PORT", help: METRICS_LISTEN_HELP },
       "key-type": { kind: "string", arg: "TYPE", help: `private key type: ${KEY_TYPES.join(", ")}`, default: "ed25519" },
       "drain-timeout": { kind: "string", arg: "DURATION", help: "on SIGTERM, how long running work may take before it is handed back", default: "60s" },
       "log-level": { kind: "string", arg: "LEVEL", help: LOG_LEVELS.join(", "), default: "info", env: "TETHER_LOG_LEVEL" },
@@ -144,6 +146,7 @@ export const executorRun: Command = {
     const name = args.strings.name;
     if (name !== undefined && (name.length < 1 || name.length > 64)) throw new UsageError("--name must be 1 to 64 characters");
     const drainTimeoutMs = required(durationSeconds(args, "drain-timeout"), "drain-timeout") * 1000;
+    const metricsListen = metricsListenOption(args.strings["metrics-listen"]);
     if (args.strings.token !== undefined && args.strings["token-file"] !== undefined) throw new UsageError("give either --token or --token-file, not both");
     const allowed = [...new Set(args.lists["allow-command"]!)];
     for (const a of allowed) {
@@ -185,7 +188,8 @@ export const executorRun: Command = {
     const work = new LeaseWorkSource({ handlers: allowed.length ? [new CommandHandler({ allowed, allowEnv })] : [] });
     const daemon = new ExecutorDaemon(
       { controllerUrl: controller!, replicaUrls, ...trust, stateDir, token, tokenSource, name, labels, capacity, allowedCommands: allowed, keyType, drainTimeoutMs },
-      { log, work },
+      // prom-client is loaded only when metrics are asked for.
+      { log, work, metrics: metricsListen && new (await import("../executor/metrics.ts")).ExecutorMetrics(metricsListen) },
     );
     const onSignal = (signal: NodeJS.Signals) => daemon.shutdown(signal);
     process.on("SIGTERM", onSignal);

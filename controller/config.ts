@@ -46,6 +46,8 @@ export interface ControllerConfig extends NetworkBounds {
   storeUrl?: string;
   /** The replicas' shared key-encryption key (required with `storeUrl`). */
   kekFile?: string;
+  /** `--metrics-listen`: serve Prometheus metrics on this plain-HTTP address (PROTOCOL §9.1); off when undefined. */
+  metricsListen?: { host: string; port: number };
   /**
    * Benchmark mode (`controller start --bench`, development/test only): mounts the
    * unguarded baseline route POST /v1/bench/bare. Refused in production.

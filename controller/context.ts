@@ -21,6 +21,7 @@ import { TaskService } from "./domain/tasks.ts";
 import { ExecutorAuthenticator } from "./domain/executor-authenticator.ts";
 import { CaSet } from "./domain/trust/ca-set.ts";
 import type { Bootstrap } from "./domain/trust/bootstrap.ts";
+import { noMetrics, type ControllerMetrics } from "./metrics/metrics.ts";
 
 export interface ControllerContext {
   config: ControllerConfig;
@@ -42,13 +43,15 @@ export interface ControllerContext {
   apiTokens: ApiTokens;
   tasks: TaskService;
   registerLimiter: RateLimiter;
+  /** What the domain and the HTTP layer count (PROTOCOL §9.1); `noMetrics` unless `--metrics-listen`. */
+  metrics: ControllerMetrics;
   trust(): { caCerts: X509Certificate[]; trustDomain: string };
   close(): Promise<void>;
 }
 
 export async function openControllerContext(
   given: ControllerConfig,
-  opts: { create: boolean; actor: string; onAuditError?: (e: unknown) => void; storeBackground?: StoreBackground },
+  opts: { create: boolean; actor: string; onAuditError?: (e: unknown) => void; storeBackground?: StoreBackground; metrics?: ControllerMetrics },
 ): Promise<ControllerContext & { caBootstrap: Bootstrap }> {
   // First: with create false and no state yet it refuses before anything is written.
   const backend = await openStore({
@@ -84,17 +87,18 @@ export async function openControllerContext(
     audit.close();
     throw e;
   }
+  const metrics = opts.metrics ?? noMetrics;
   const jwt = new ExecutorJwt(jwtKeys, config.trustDomain, config.jwtTtlSeconds);
   // Dispatch is the executor lifecycle's lease ledger: heartbeats, epoch changes and revocations reach it.
-  const tasks = new TaskService(backend.tasks, audit, config.heartbeatIntervalSeconds);
+  const tasks = new TaskService(backend.tasks, audit, config.heartbeatIntervalSeconds, metrics);
   const executors = new ExecutorService(store, audit, cas, jwt, {
     trustDomain: config.trustDomain,
     certTtlSeconds: config.certTtlSeconds,
     jwtTtlSeconds: config.jwtTtlSeconds,
     heartbeatIntervalSeconds: config.heartbeatIntervalSeconds,
-  }, tasks);
+  }, tasks, metrics);
   return {
-    config, store, audit, cas, jwtKeys, jwt, executors, tasks, caBootstrap, changes: backend.changes, duties: backend.duties,
+    config, store, audit, cas, jwtKeys, jwt, executors, tasks, caBootstrap, changes: backend.changes, duties: backend.duties, metrics,
     auth: new ExecutorAuthenticator(store, jwt),
     enrollment: new EnrollmentTokens(store, audit),
     apiTokens: new ApiTokens(store, audit),

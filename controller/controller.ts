@@ -17,12 +17,16 @@ import type { Bootstrap } from "./domain/trust/bootstrap.ts";
 import { caCheckIntervalMs } from "./domain/trust/schedule.ts";
 import { ErrorCode, TetherError } from "../shared/errors.ts";
 import type { Duty } from "./store/changes.ts";
+import type { PrometheusControllerMetrics } from "./metrics/prometheus.ts";
+import type { MetricsListener } from "../shared/metrics-http.ts";
 
 export interface RunningController {
   url: string;
   port: number;
   ctx: ControllerContext;
   app: FastifyInstance;
+  /** `--metrics-listen`: where /metrics is served (http://…/metrics). */
+  metricsUrl?: string;
   /** The active CA's fingerprint at start. */
   caFingerprint: string;
   caBootstrap: Bootstrap;
@@ -34,6 +38,11 @@ export interface RunningController {
 
 export async function startController(config: ControllerConfig): Promise<RunningController> {
   let app: FastifyInstance | undefined;
+  // Only with --metrics-listen: otherwise the domain counts into no-ops and no request hook is mounted.
+  const metrics: PrometheusControllerMetrics | undefined = config.metricsListen
+    ? new (await import("./metrics/prometheus.ts")).PrometheusControllerMetrics()
+    : undefined;
+  let metricsListener: MetricsListener | undefined;
   // WAL checkpoints (with their fsync) off the event loop, or heartbeats stall behind them.
   const storeBackground = {
     checkpointIntervalMs: 500,
@@ -42,12 +51,13 @@ export async function startController(config: ControllerConfig): Promise<Running
       else process.stderr.write(`background WAL checkpoint failed: ${message}\n`);
     },
     onOutage: (message: string) => app?.log.error({ message }, "store unavailable: answering 503 UNAVAILABLE"),
+    onStoreError: metrics && (() => metrics.storeError()),
     onDuties: (held: Duty[], reason: string) => {
       if (app) app.log.info({ duties: held, reason }, "run-once duties changed");
       else process.stderr.write(`run-once duties: ${held.join(", ") || "none"} (${reason})\n`);
     },
   };
-  const ctx = await openControllerContext(config, { create: true, actor: "controller", storeBackground });
+  const ctx = await openControllerContext(config, { create: true, actor: "controller", storeBackground, metrics });
   let creds: ServerCredentials;
   /** The CA that issued `creds`. */
   let serverCaId = "";
@@ -67,6 +77,7 @@ export async function startController(config: ControllerConfig): Promise<Running
     creds = next.creds;
     serverCaId = active.id;
     if (next.issued) {
+      ctx.metrics.certificateIssued("server");
       await ctx.cas.recordIssued({ serialHex: creds.serialHex, caId: active.id, executorId: null, notAfter: creds.notAfter.getTime(), issuedAt: Date.now() });
     }
     return next.issued;
@@ -75,7 +86,9 @@ export async function startController(config: ControllerConfig): Promise<Running
     await loadServerCert();
     app = buildServer(ctx, tls(), { logLevel: config.logLevel });
     await app.listen({ host: config.host, port: config.port });
+    if (metrics && config.metricsListen) metricsListener = await metrics.serve(ctx, config.metricsListen, app.log);
   } catch (e) {
+    await app?.close().catch(() => undefined);
     await ctx.close();
     throw e;
   }
@@ -152,6 +165,7 @@ export async function startController(config: ControllerConfig): Promise<Running
   return {
     url: `https://${host}:${address.port}`,
     port: address.port,
+    metricsUrl: metricsListener?.url,
     ctx,
     app,
     caFingerprint: ctx.cas.active().ca.fingerprintSha256,
@@ -163,6 +177,7 @@ export async function startController(config: ControllerConfig): Promise<Running
       closed = true;
       for (const t of timers) clearInterval(t);
       for (const u of unsubscribe) u();
+      await metricsListener?.close();
       ctx.tasks.shutdown();
       await app.close();
       await ctx.close();

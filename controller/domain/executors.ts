@@ -22,7 +22,9 @@ import type { ExecutorJwt } from "./jwt.ts";
 import type { AuthenticatedExecutor } from "./executor-authenticator.ts";
 import { checkMayRotate, rejectionError, type ExecutorClaims } from "./executor-auth.ts";
 import type { LeaseLedger } from "./lease-ledger.ts";
-import { executorLiveness } from "./liveness.ts";
+import { executorLiveness, notSuspectSince, offlineBefore } from "./liveness.ts";
+import { noMetrics, type ControllerMetrics, type RegistrationResult } from "../metrics/metrics.ts";
+import type { ExecutorCounts } from "../store/counts.ts";
 
 
 /** What the executor lifecycle needs from the CA set (controller/domain/trust/ca-set.ts). */
@@ -47,6 +49,15 @@ export interface ExecutorSettings {
 
 const ENROLLMENT_DENIED = () => new TetherError(401, ErrorCode.ENROLLMENT_DENIED, "enrollment denied");
 
+/** How a failed registration ended, for tether_registrations_total{result}. */
+function registrationResult(e: unknown): RegistrationResult {
+  if (!(e instanceof TetherError)) return "error";
+  if (e.code === ErrorCode.ENROLLMENT_DENIED) return "denied";
+  if (e.code === ErrorCode.INVALID_CSR) return "invalid_csr";
+  if (e.code === ErrorCode.UNAVAILABLE) return "unavailable";
+  return "error";
+}
+
 /** The source address of a request's audit fields ("local" for in-process callers). */
 const sourceOf = (who: AuditFields): string => (typeof who.source === "string" ? who.source : "local");
 
@@ -58,6 +69,7 @@ export class ExecutorService {
     private readonly jwt: ExecutorJwt,
     private readonly settings: ExecutorSettings,
     private readonly leases: LeaseLedger,
+    private readonly metrics: ControllerMetrics = noMetrics,
   ) {}
 
   /** Every CA of the trust bundle, PEM (PROTOCOL §7.1). */
@@ -89,7 +101,25 @@ export class ExecutorService {
     return this.view(e);
   }
 
+  /** Executors by the liveness `view()` reports, counted by the store in one query (metrics, PROTOCOL §9.1). */
+  counts(now = Date.now()): Promise<ExecutorCounts> {
+    const intervalMs = this.settings.heartbeatIntervalSeconds * 1000;
+    return this.store.executorCounts({ suspectBefore: notSuspectSince(intervalMs, now), offlineBefore: offlineBefore(intervalMs, now) });
+  }
+
+  /** A registration, counted by how it ended (tether_registrations_total). */
   async register(req: RegisterRequest, who: AuditFields): Promise<RegisterResponse> {
+    try {
+      const res = await this.registerOnce(req, who);
+      this.metrics.registration("success");
+      return res;
+    } catch (e) {
+      this.metrics.registration(registrationResult(e));
+      throw e;
+    }
+  }
+
+  private async registerOnce(req: RegisterRequest, who: AuditFields): Promise<RegisterResponse> {
     const now = Date.now();
     const deny = (reason: TokenDenyReason | "malformed", tokenId?: string) => {
       // Anyone can provoke this: counted per source and reason, not one line per request.
@@ -194,6 +224,7 @@ export class ExecutorService {
     const verdict = checkMayRotate(caller);
     if (verdict.ok) return;
     this.audit.event("credentials.rotation_refused", { executor_id: caller.auth.id, code: verdict.code, reason: verdict.reason, ...who });
+    this.metrics.guardRejection(verdict.code);
     throw rejectionError(verdict);
   }
 
@@ -253,6 +284,7 @@ export class ExecutorService {
       executorId: id, trustDomain: this.settings.trustDomain, publicKey: csr.publicKey, ttlSeconds: this.settings.certTtlSeconds,
     });
     await this.trust.recordIssued({ serialHex: cert.serialHex, caId: active.id, executorId: id, notAfter: cert.notAfter.getTime(), issuedAt: Date.now() });
+    this.metrics.certificateIssued("executor");
     return { ...cert, caId: active.id };
   }
 

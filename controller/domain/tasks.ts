@@ -15,6 +15,8 @@ import type { Audit, AuditFields } from "./audit.ts";
 import type { LeaseLedger } from "./lease-ledger.ts";
 import { OFFLINE_AFTER_INTERVALS, notSuspectSince, offlineBefore } from "./liveness.ts";
 import { WorkSignal } from "./work-signal.ts";
+import { noMetrics, type ControllerMetrics } from "../metrics/metrics.ts";
+import type { TaskCounts } from "../store/task-types.ts";
 
 
 export const DEFAULT_TASK_TIMEOUT_S = 600;
@@ -41,6 +43,7 @@ export class TaskService implements LeaseLedger {
     private readonly tasks: TaskStore,
     private readonly audit: Audit,
     private readonly heartbeatIntervalSeconds: number,
+    private readonly metrics: ControllerMetrics = noMetrics,
   ) {}
 
   private get intervalMs(): number {
@@ -72,6 +75,11 @@ export class TaskService implements LeaseLedger {
     this.audit.event("task.submitted", { task_id: t.id, kind: t.kind, ...who });
     this.work.notify();
     return taskView(t);
+  }
+
+  /** Tasks by status, counted by the store in one query (metrics, PROTOCOL §9.1). */
+  counts(): Promise<TaskCounts> {
+    return this.tasks.taskCounts();
   }
 
   async list(status?: TaskStatus, limit = 100): Promise<TaskView[]> {
@@ -185,6 +193,7 @@ export class TaskService implements LeaseLedger {
   async reclaim(now = Date.now()): Promise<{ requeued: number; failed: number }> {
     const r = await this.tasks.reclaim(now, offlineBefore(this.intervalMs, now));
     if (r.requeued + r.failed > 0) {
+      this.metrics.leasesReclaimed(r.requeued + r.failed);
       this.audit.event("leases.reclaimed", { requeued: r.requeued, failed: r.failed, executors: r.executors });
       this.work.notify();
     }

@@ -24,8 +24,10 @@ import { executorRoutes } from "./executor-routes.ts";
 import { publicRoutes } from "./public-routes.ts";
 import { devRoutes } from "./dev-routes.ts";
 import { benchRoutes } from "./bench-routes.ts";
+import { mountOpenapi } from "./openapi.ts";
 import { answerClientError, answerConnect, answerFrameworkError, answerUnknownExpectation, MAX_HEADER_BYTES, MAX_PARAM_LENGTH } from "./client-errors.ts";
 import { INVALID_JSON_MESSAGE, parseJsonBody } from "./json-body.ts";
+import { registerMetricsHooks } from "./metrics-hooks.ts";
 import { checkNetworkBounds, limitConnections, serverTimeouts } from "./network-bounds.ts";
 
 export interface TlsMaterial {
@@ -110,6 +112,7 @@ export function buildServer(ctx: ControllerContext, tls: TlsMaterial, opts: { lo
   // Bodies are kept raw for the HMAC and parsed here; a parse failure is reported after the guards.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser("*", { parseAs: "buffer" }, parseJsonBody);
+  registerMetricsHooks(app, ctx.metrics); // request counts and durations, by route pattern (PROTOCOL §9.1)
 
   let closing = false;
   app.addHook("preClose", async () => {
@@ -182,6 +185,7 @@ export function buildServer(ctx: ControllerContext, tls: TlsMaterial, opts: { lo
     reply.code(404).send({ error: { code: ErrorCode.NOT_FOUND, message: `no route ${request.method} ${request.url.split("?")[0]}` } }),
   );
 
+  mountOpenapi(app); // first: the generator must see every route mounted after it
   app.register(async (scope) => publicRoutes(scope, ctx));
   app.register(async (scope) => executorRoutes(scope, ctx));
   app.register(async (scope) => operatorRoutes(scope, ctx));

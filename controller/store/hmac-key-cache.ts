@@ -22,6 +22,7 @@ import type {
   Store,
 } from "./types.ts";
 import type { CertThumbprint } from "../../shared/fingerprint.ts";
+import type { LivenessBounds } from "./counts.ts";
 
 export class HmacKeyCache implements Store {
   private readonly keys = new Map<string, HmacKeys>();
@@ -111,6 +112,8 @@ export class HmacKeyCache implements Store {
   }
   rememberNonce(executorId: string, nonce: string, expiresAt: number) { return this.inner.rememberNonce(executorId, nonce, expiresAt); }
   pruneNonces(now: number) { return this.inner.pruneNonces(now); }
+  executorCounts(bounds: LivenessBounds) { return this.inner.executorCounts(bounds); }
+  nonceCount() { return this.inner.nonceCount(); }
   ping() { return this.inner.ping(); }
   readSettings() { return this.inner.readSettings(); }
   writeSettings(values: Record<string, string>, now: number) { return this.inner.writeSettings(values, now); }

@@ -27,6 +27,8 @@ export interface StoreBackground {
   onError: (message: string) => void;
   /** The store failed a request (it answered 503 UNAVAILABLE); reported at most every 10 s. */
   onOutage?: (message: string) => void;
+  /** Every store operation that failed for an outage (the metrics count them). */
+  onStoreError?: () => void;
   /** This replica gained or lost duties (PostgreSQL). */
   onDuties?: (held: Duty[], reason: string) => void;
   /** How often a replica tries for duties another one held (PostgreSQL; default 5 s). */
@@ -91,7 +93,7 @@ async function openShared(url: string, config: StoreConfig): Promise<StoreHandle
   if (!kekExists && !config.create) throw new Error(`no key-encryption key at ${kekFile} (pass the --kek-file the replicas use)`);
   const keys = kekExists ? KeyEncryptor.fromFile(kekFile) : KeyEncryptor.generate();
   const background = config.background;
-  const backend = await openPostgresStore({ url, keys, create: config.create, onOutage: background?.onOutage, listen: background !== undefined });
+  const backend = await openPostgresStore({ url, keys, create: config.create, onOutage: background?.onOutage, onStoreError: background?.onStoreError, listen: background !== undefined });
   let duties: DutyLocks = noDuties;
   try {
     await checkKek(backend.cas, backend.jwtKeys, kekFile, kekExists);

@@ -1,5 +1,8 @@
 /** The task store: tasks, their single current lease, and the transitions between states. */
 import type { TaskStatus } from "../../shared/wire/operator.ts";
+import type { TaskCounts } from "./counts.ts";
+
+export type { TaskCounts };
 
 export type { TaskStatus };
 
@@ -73,4 +76,6 @@ export interface TaskStore {
   requeueExecutorLeases(executorId: string, reason: string, now: number, belowEpoch?: number): Promise<number>;
   /** Puts back expired leases and leases of executors silent since `silentSince`. */
   reclaim(now: number, silentSince: number): Promise<{ requeued: number; failed: number; executors: string[] }>;
+  /** Tasks by status, every status present: one query (metrics, PROTOCOL §9.1). */
+  taskCounts(): Promise<TaskCounts>;
 }

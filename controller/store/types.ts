@@ -4,6 +4,7 @@
  * Times are unix milliseconds.
  */
 import type { CertThumbprint } from "../../shared/fingerprint.ts";
+import type { ExecutorCounts, LivenessBounds } from "./counts.ts";
 
 export type ExecutorRunStatus = "ready" | "draining";
 
@@ -162,6 +163,12 @@ export interface Store extends ReplayStore {
   recordHeartbeat(id: string, status: ExecutorRunStatus, now: number, trustBundleVersion?: number): Promise<void>;
   revokeExecutor(id: string, now: number): Promise<boolean>;
   setDrain(id: string, drain: boolean): Promise<boolean>;
+
+  // metrics (PROTOCOL §9.1): one query each, read at scrape time
+  /** Executors by liveness (store/counts.ts), every status present. */
+  executorCounts(bounds: LivenessBounds): Promise<ExecutorCounts>;
+  /** Nonces held, expired ones not yet pruned included. */
+  nonceCount(): Promise<number>;
 
   /**
    * Resolves when the store answers (GET /readyz): it can be read and would accept a

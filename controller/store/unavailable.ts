@@ -25,12 +25,20 @@ const REPORT_EVERY_MS = 10_000;
 /**
  * The backend with every method's outage errors turned into `storeUnavailable()`,
  * thrown or rejected alike; other errors (bugs, constraint violations) pass unchanged.
+ * `count` hears of every outage error (the metrics' tether_store_errors_total), `report`
+ * of some (the log).
  */
-export function failClosed<T extends object>(backend: T, isOutage: (e: unknown) => boolean, report?: (message: string) => void): T {
+export function failClosed<T extends object>(
+  backend: T,
+  isOutage: (e: unknown) => boolean,
+  report?: (message: string) => void,
+  count?: () => void,
+): T {
   let lastReport = 0;
   let unreported = 0;
   const convert = (e: unknown): never => {
     if (!isOutage(e)) throw e;
+    count?.();
     const now = Date.now();
     if (report && now - lastReport >= REPORT_EVERY_MS) {
       report(`${(e as Error).message}${unreported ? ` (and ${unreported} more store failures since the last report)` : ""}`);

@@ -25,6 +25,7 @@ import type { ReactionRunner } from "./reaction-runner.ts";
 import { jwtIssuedAtMs, type RenewalPlanner } from "./renewal-plan.ts";
 import type { RunState } from "./run-state.ts";
 import type { TrustBundle } from "./trust.ts";
+import type { DaemonObserver, RenewalKind } from "../metrics.ts";
 
 export class CredentialOps {
   private chain: Promise<unknown> = Promise.resolve();
@@ -42,8 +43,14 @@ export class CredentialOps {
       reactions: ReactionRunner;
       run: RunState;
       trust: TrustBundle;
+      observer?: DaemonObserver;
     },
   ) {}
+
+  /** The reactions' options of a credential operation's request: inside the lock, each failed attempt counted. */
+  private attempt(kind: RenewalKind) {
+    return { inCredOp: true, onFailure: () => this.d.observer?.renewal(kind, "failure") };
+  }
 
   /** Runs `fn` after every credential operation queued before it (whatever their outcome). */
   exclusive<T>(fn: () => Promise<T>): Promise<T> {
@@ -58,11 +65,12 @@ export class CredentialOps {
     return this.exclusive(async () => {
       if (seenEpoch !== undefined && identity.current.session.epoch !== seenEpoch) return; // already done by someone else
       this.d.work.drop("epoch-changed");
-      const res = await this.d.reactions.run("reregister", () => this.d.client.reregister({ signal: run.signal }), { inCredOp: true });
+      const res = await this.d.reactions.run("reregister", () => this.d.client.reregister({ signal: run.signal }), this.attempt("reregister"));
       this.contact(res);
       const old = identity.current.session.epoch;
       this.applyCredentials(res.data, { epochChangeExpected: true, source: "reregister" });
       if (identity.pendingPromotion === res.certFingerprint) this.promote();
+      this.d.observer?.renewal("reregister", "success");
       log.info({ event: "reregistered", executor_id: identity.executorId, epoch: res.data.epoch, previous_epoch: old, reason }, `re-registered at epoch ${res.data.epoch}`);
     });
   }
@@ -72,9 +80,10 @@ export class CredentialOps {
     const { identity, log, run } = this.d;
     return this.exclusive(async () => {
       if (seenJwt !== undefined && identity.current.session.jwt !== seenJwt) return; // renewed meanwhile
-      const res = await this.d.reactions.run("renew", () => this.d.client.renew(undefined, { signal: run.signal }), { inCredOp: true });
+      const res = await this.d.reactions.run("renew", () => this.d.client.renew(undefined, { signal: run.signal }), this.attempt("jwt"));
       this.contact(res);
       this.applyCredentials(res.data, { source: "renew" });
+      this.d.observer?.renewal("jwt", "success");
       log.info({ event: "jwt.renewed", executor_id: identity.executorId, jwt_expires_at: res.data.jwt_expires_at, reason }, "JWT renewed");
     });
   }
@@ -96,7 +105,7 @@ export class CredentialOps {
       store.stageKey(keyPem);
       let res: CallResult<RenewResponse>;
       try {
-        res = await this.d.reactions.run("renew (certificate)", () => this.d.client.renew(csrPem, { signal: run.signal }), { inCredOp: true });
+        res = await this.d.reactions.run("renew (certificate)", () => this.d.client.renew(csrPem, { signal: run.signal }), this.attempt("certificate"));
       } catch (e) {
         // Only a definite answer means no certificate was issued. After an abort or
         // a lost response the staged key stays, and the next start rotates again.
@@ -111,6 +120,7 @@ export class CredentialOps {
         (hmacKey !== undefined && !isHmacKey(hmacKey))
       ) {
         store.discardStagedKey();
+        this.d.observer?.renewal("certificate", "failure");
         throw new DaemonExit(
           ExitCode.ERROR,
           "the controller answered a certificate renewal with a certificate that is not for our new key, our executor id or a CA of its bundle, or with a malformed hmac_key",
@@ -123,6 +133,7 @@ export class CredentialOps {
       const { cert } = identity.current;
       identity.pendingPromotion = cert.fingerprint;
       run.heartbeatWake.fire(); // confirm the new certificate soon
+      this.d.observer?.renewal("certificate", "success");
       log.info(
         { event: "cert.renewed", executor_id: executorId, serial: cert.serial, not_after: rfc3339(cert.notAfterMs), key_type: record.key_type },
         "certificate renewed with a fresh key",

@@ -36,6 +36,9 @@ import { DEFAULT_UNTRUSTED, ReactionRunner } from "./reaction-runner.ts";
 import { RenewalPlanner } from "./renewal-plan.ts";
 import { RunState } from "./run-state.ts";
 import { TrustBundle } from "./trust.ts";
+import type { DaemonMetrics, DaemonView, TaskResult } from "../metrics.ts";
+import type { MetricsListener } from "../../shared/metrics-http.ts";
+import { TetherError, ErrorCode } from "../../shared/errors.ts";
 
 export { tokenFileReader, type DaemonDeps, type DaemonOptions } from "./options.ts";
 export type { DropReason } from "../work.ts";
@@ -58,6 +61,8 @@ export class ExecutorDaemon {
   private readonly heartbeat: Heartbeat;
   private readonly loopDeps: Omit<LoopDeps, "wake">;
   private readonly now: () => number;
+  /** `--metrics-listen` (PROTOCOL §9.1): told what happens; serves /metrics while run() runs. */
+  private readonly metrics?: DaemonMetrics;
   private fatal?: DaemonExit;
   private exit?: DaemonExit;
   /** Opened by shutdown() or a terminal error: run() stops the loops. */
@@ -68,6 +73,7 @@ export class ExecutorDaemon {
     deps: DaemonDeps,
   ) {
     const log = (this.log = deps.log);
+    const observer = (this.metrics = deps.metrics);
     const work = (this.work = deps.work ?? new NoWork());
     const random = deps.random ?? Math.random;
     const now = (this.now = deps.now ?? Date.now);
@@ -93,9 +99,9 @@ export class ExecutorDaemon {
         reenroll: (t, code) => this.enrollment.reenroll(t, code),
       },
     }));
-    const creds = (this.creds = new CredentialOps({ log, now, opts, store, client, work, identity, planner, reactions, run, trust }));
+    const creds = (this.creds = new CredentialOps({ log, now, opts, store, client, work, identity, planner, reactions, run, trust, observer }));
     this.enrollment = new Enrollment({ log, now, opts, store, client, work, identity, creds, reactions, run, readToken: token });
-    this.heartbeat = new Heartbeat({ log, capacity: opts.capacity, client, work, identity, creds, clock, planner, reactions, run, trust });
+    this.heartbeat = new Heartbeat({ log, capacity: opts.capacity, client, work, identity, creds, clock, planner, reactions, run, trust, observer });
     this.loopDeps = { random, backoff, signal: run.signal, onError: (e, loop) => this.loopError(e, loop) };
   }
 
@@ -124,9 +130,11 @@ export class ExecutorDaemon {
   async run(): Promise<number> {
     const { log, state } = this;
     let lock: StateLock | undefined;
+    let metricsListener: MetricsListener | undefined;
     try {
       this.store.init();
       lock = acquireStateLock(this.opts.stateDir);
+      metricsListener = await this.serveMetrics();
       const { urls } = this.client.endpoints;
       log.info(
         { event: "daemon.starting", state_dir: this.opts.stateDir, controller: urls[0], ...(urls.length > 1 ? { controllers: urls } : {}), capacity: this.opts.capacity },
@@ -163,8 +171,38 @@ export class ExecutorDaemon {
       log.fatal({ event: exit.event, executor_id: this.executorId, exit_code: exit.exitCode }, exit.message);
       return exit.exitCode;
     } finally {
+      await metricsListener?.close();
       lock?.release();
     }
+  }
+
+  /** Starts the /metrics listener (with --metrics-listen); a port that cannot be bound ends the daemon with a clear message. */
+  private async serveMetrics(): Promise<MetricsListener | undefined> {
+    if (!this.metrics) return undefined;
+    let listener: MetricsListener;
+    try {
+      listener = await this.metrics.serve(this.metricsView(), (err) => this.log.error({ event: "metrics.error", err: (err as Error)?.message }, "metrics listener error"));
+    } catch (e) {
+      throw new DaemonExit(ExitCode.ERROR, `--metrics-listen: cannot serve metrics (${(e as Error)?.message ?? String(e)})`, "metrics.listen_failed");
+    }
+    this.log.info({ event: "metrics.listening", url: listener.url }, `metrics on ${listener.url}`);
+    return listener;
+  }
+
+  /** What the metrics' gauges read when scraped. */
+  private metricsView(): DaemonView {
+    return {
+      usable: () => {
+        const s = this.state;
+        const cert = this.identity.cert;
+        return s.established && !s.signal.aborted && !s.shuttingDown && !s.operatorDrain && cert !== undefined && cert.notAfterMs > this.now();
+      },
+      certExpiresAtMs: () => this.identity.cert?.notAfterMs,
+      jwtExpiresAtMs: () => {
+        const at = this.identity.session?.jwt_expires_at;
+        return at ? Date.parse(at) : undefined;
+      },
+    };
   }
 
   /**
@@ -226,6 +264,14 @@ export class ExecutorDaemon {
     }
   }
 
+  /** tether_executor_tasks_total: a lease report the controller took (or refused as stale). */
+  private taskReported(path: string, outcome: "ok" | "stale"): void {
+    const m = LEASE_REPORT.exec(path);
+    if (!m || !this.metrics) return;
+    const result: TaskResult = outcome === "stale" ? "stale" : m[1] === "complete" ? "succeeded" : "failed";
+    this.metrics.taskReported(result);
+  }
+
   private workContext(): WorkContext {
     const stop = this.state.signal;
     return {
@@ -240,15 +286,20 @@ export class ExecutorDaemon {
         try {
           const res = await this.reactions.run(`${method} ${path}`, () => this.client.call<T>(method, path, body, "jwt", { ...callOpts, signal }), { passThrough: true, onRetry });
           this.creds.contact(res);
+          this.taskReported(path, "ok");
           return res.data;
         } catch (e) {
           if (e instanceof DaemonExit) this.fail(e);
+          if (e instanceof TetherError && e.code === ErrorCode.STALE_LEASE) this.taskReported(path, "stale");
           throw e;
         }
       },
     };
   }
 }
+
+/** A lease report's path (PROTOCOL §3.3): `…/leases/{lease_id}/complete` or `…/fail`. */
+const LEASE_REPORT = /\/leases\/[^/]+\/(complete|fail)$/;
 
 function toExit(e: unknown): DaemonExit {
   if (e instanceof DaemonExit) return e;

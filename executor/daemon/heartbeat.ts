@@ -15,6 +15,7 @@ import type { ReactionRunner } from "./reaction-runner.ts";
 import type { RenewalPlanner } from "./renewal-plan.ts";
 import type { RunState } from "./run-state.ts";
 import type { TrustBundle } from "./trust.ts";
+import type { DaemonObserver } from "../metrics.ts";
 
 export class Heartbeat {
   private readySeen = false;
@@ -32,6 +33,7 @@ export class Heartbeat {
       reactions: ReactionRunner;
       run: RunState;
       trust: TrustBundle;
+      observer?: DaemonObserver;
     },
   ) {}
 
@@ -49,10 +51,11 @@ export class Heartbeat {
         },
         { signal: run.signal },
       );
-    });
+    }, { onFailure: (code) => this.d.observer?.heartbeatFailed(code) });
     if (announcedShutdown) run.announceDraining();
     this.d.creds.contact(res);
     this.apply(res);
+    this.d.observer?.heartbeatSucceeded();
     // Reported from the next heartbeat on; a failed fetch is retried then.
     await this.d.trust.controllerVersion(res.data.trust_bundle_version);
     return res.data.next_heartbeat_s;

@@ -5,6 +5,7 @@ import type { CaFingerprint } from "../../shared/fingerprint.ts";
 import type { BackoffOptions, Random } from "../backoff.ts";
 import type { KeyType } from "../csr.ts";
 import type { StepHook } from "../identity-store.ts";
+import type { DaemonMetrics } from "../metrics.ts";
 import type { WorkSource } from "../work.ts";
 
 export interface DaemonOptions {
@@ -50,6 +51,11 @@ export interface DaemonDeps {
   now?: () => number;
   /** Test instrumentation of the identity store (simulated crashes). */
   storeHook?: StepHook;
+  /**
+   * `--metrics-listen` (PROTOCOL §9.1): the daemon reports to it, serves its /metrics
+   * from the start of run() and closes it when run() ends. Undefined: no metrics.
+   */
+  metrics?: DaemonMetrics;
 }
 
 /** Reads a token file (trimmed) each time a token is needed, so a new token dropped in later is picked up. */

@@ -46,6 +46,8 @@ export interface ReactionOptions {
   passThrough?: boolean;
   /** Told of each failure that is retried after a delay (network errors, 5xx…), before the delay. */
   onRetry?: (e: unknown) => void;
+  /** Told the code of every failed attempt, whatever the reaction (the metrics count them); not of an abort. */
+  onFailure?: (code: string) => void;
 }
 
 /** What a failure says about the URL it was sent to, when another replica may answer instead. */
@@ -121,6 +123,7 @@ export class ReactionRunner {
       } catch (e) {
         if (e instanceof DaemonExit) throw e;
         const r = classify(e, this.d.now());
+        if (r.kind !== "aborted") o.onFailure?.(r.code);
         const { endpoints } = this.d;
         // (Every answer, over a verified connection, already cleared its URL's marks in the client.)
         const failedUrl = requestUrl(e);

@@ -67,7 +67,7 @@ export const CreateEnrollmentToken = Type.Object({
   ttl_s: Type.Optional(Type.Integer({ minimum: 1, maximum: ENROLLMENT_TOKEN_MAX_TTL_S })),
   max_uses: Type.Optional(Type.Integer({ minimum: 1, maximum: ENROLLMENT_TOKEN_MAX_USES })),
   labels: Type.Optional(Labels),
-});
+}, { examples: [{ ttl_s: 3600, max_uses: 1, labels: { pool: "linux-amd64" } }] });
 export type CreateEnrollmentToken = Static<typeof CreateEnrollmentToken>;
 
 export const CreatedEnrollmentToken = Type.Object({ id: Str, token: Str, expires_at: Time, max_uses: Int });
@@ -111,7 +111,7 @@ export const CreateApiToken = Type.Object({
   name: Type.String({ minLength: 1, maxLength: 64, pattern: API_TOKEN_NAME_PATTERN }),
   role: RoleSchema,
   ttl_s: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_API_TOKEN_TTL_S })),
-});
+}, { examples: [{ name: "ci-deploy", role: "operator", ttl_s: 30 * 86400 }] });
 export type CreateApiToken = Static<typeof CreateApiToken>;
 
 export const CreatedApiToken = Type.Object({ id: Str, token: Str, name: Str, role: RoleSchema, expires_at: NullableStr });
@@ -139,6 +139,8 @@ export const SubmitTask = Type.Object({
   selector: Type.Optional(Labels),
   timeout_s: Type.Optional(Type.Integer({ minimum: 1, maximum: TASK_MAX_TIMEOUT_S })),
   max_attempts: Type.Optional(Type.Integer({ minimum: 1, maximum: TASK_MAX_ATTEMPTS })),
+}, {
+  examples: [{ kind: "command", payload: { argv: ["echo", "hello"] }, selector: { pool: "linux-amd64" }, timeout_s: 300, max_attempts: 3 }],
 });
 export type SubmitTask = Static<typeof SubmitTask>;
 
@@ -162,9 +164,9 @@ export const TaskView = Type.Object({
 export type TaskView = Static<typeof TaskView>;
 
 export const TaskListQuery = Type.Object({
-  status: Type.Optional(TaskStatusSchema),
+  status: Type.Optional(StringEnum(TASK_STATUSES, { examples: ["queued"] })),
   // Query values arrive as strings and the server does not coerce types.
-  limit: Type.Optional(Type.String({ pattern: "^[0-9]{1,4}$" })),
+  limit: Type.Optional(Type.String({ pattern: "^[0-9]{1,4}$", examples: ["100"] })),
 });
 
 // ---- trust (PROTOCOL §7)
@@ -196,13 +198,16 @@ export const TrustStatus = Type.Object({
 });
 export type TrustStatus = Static<typeof TrustStatus>;
 
-export const ActivateCa = Type.Object({ force: Type.Optional(Bool) });
+// The example waits for adoption; `force: true` activates past executors still pending (docs/trust-lifecycle.md).
+export const ActivateCa = Type.Object({ force: Type.Optional(Bool) }, { examples: [{ force: false }] });
 
 // ---- audit
 
 export const AuditQuery = Type.Object({
-  since: Type.Optional(Type.String({ maxLength: 64, pattern: "^\\d{4}-\\d{2}-\\d{2}[Tt]\\d{2}:\\d{2}:\\d{2}(\\.\\d+)?([Zz]|[+-]\\d{2}:\\d{2})$" })),
-  limit: Type.Optional(Type.String({ pattern: `^[0-9]{1,${String(AUDIT_MAX_LIMIT).length}}$` })),
+  since: Type.Optional(Type.String({
+    maxLength: 64, pattern: "^\\d{4}-\\d{2}-\\d{2}[Tt]\\d{2}:\\d{2}:\\d{2}(\\.\\d+)?([Zz]|[+-]\\d{2}:\\d{2})$", examples: ["2026-01-01T00:00:00Z"],
+  })),
+  limit: Type.Optional(Type.String({ pattern: `^[0-9]{1,${String(AUDIT_MAX_LIMIT).length}}$`, examples: ["100"] })),
 });
 
 export const AuditEvent = Type.Unsafe<{ time: string; event: string } & Record<string, unknown>>({ type: "object", additionalProperties: true });

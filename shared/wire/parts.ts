@@ -13,9 +13,9 @@ export const Bool = Type.Boolean();
 /** RFC 3339 UTC time (`2026-01-01T00:00:00Z`). */
 export const Time = Type.String();
 
-/** A string enum (`{"type": "string", "enum": […]}`), typed as the union of its values. */
-export function StringEnum<const T extends readonly string[]>(values: T): TUnsafe<T[number]> {
-  return Type.Unsafe<T[number]>({ type: "string", enum: [...values] });
+/** A string enum (`{"type": "string", "enum": […]}`), typed as the union of its values; `examples` end up in the OpenAPI document. */
+export function StringEnum<const T extends readonly string[]>(values: T, options: { examples?: T[number][] } = {}): TUnsafe<T[number]> {
+  return Type.Unsafe<T[number]>({ type: "string", enum: [...values], ...options });
 }
 
 /** `string | null`, as one JSON-schema type list (cheaper to serialize than anyOf). */
@@ -51,7 +51,7 @@ export const NullableObject: TUnsafe<Record<string, unknown> | null> = Type.Unsa
 /** Any JSON object (a task result). */
 export const AnyObject: TUnsafe<Record<string, unknown>> = Type.Unsafe<Record<string, unknown>>({ type: "object", additionalProperties: true });
 
-export const ExecutorId = Type.String({ pattern: `^${EXECUTOR_ID_PATTERN}$` });
+export const ExecutorId = Type.String({ pattern: `^${EXECUTOR_ID_PATTERN}$`, examples: ["ex_Q2xWm4RtVb9nK7pZ"] });
 
 /** `:id` path parameters: the id alphabet of PROTOCOL §2. */
 export const IdParams = Type.Object({ id: ExecutorId });
@@ -59,11 +59,17 @@ export const IdParams = Type.Object({ id: ExecutorId });
 /** POST routes that take no body accept none, `null` or any object (fields ignored). */
 export const NoBody: TUnsafe<null | Record<string, unknown>> = Type.Unsafe<null | Record<string, unknown>>({
   anyOf: [{ type: "null" }, { type: "object" }],
+  examples: [{}],
 });
 
-/** Optional body that is an object or absent/null (e.g. create an enrollment token with defaults). */
+/**
+ * Optional body that is an object or absent/null (e.g. create an enrollment token with defaults).
+ * The object's `examples` are repeated on the union: the OpenAPI generator reads a body's
+ * examples from its top level only.
+ */
 export function OptionalBody<T extends TSchema>(schema: T) {
-  return Type.Union([Type.Null(), schema]);
+  const examples = (schema as { examples?: unknown[] }).examples;
+  return Type.Union([Type.Null(), schema], examples ? { examples } : {});
 }
 
 /** Every error: `{"error": {"code", "message", …}}` (PROTOCOL §1). */

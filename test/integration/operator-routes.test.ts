@@ -21,7 +21,7 @@ import { executorCall, HEARTBEAT, register, WireClient, type Enrolled, type Resp
 import { tether } from "../support/process.ts";
 
 const UNAUTHENTICATED = '{"error":{"code":"UNAUTHENTICATED","message":"auth failure"}}';
-const PUBLIC_ROUTES = new Set(["/v1/ca/bundle.pem", "/v1/ca/crl.pem", "/.well-known/jwks.json", "/healthz", "/readyz"]);
+const PUBLIC_ROUTES = new Set(["/v1/ca/bundle.pem", "/v1/ca/crl.pem", "/.well-known/jwks.json", "/healthz", "/readyz", "/openapi.json"]);
 
 interface CollectedRoute {
   method: string;

@@ -13,6 +13,7 @@ import type { LeaseRequest, NewTask, TaskStore } from "../../controller/store/ta
 import type { ApiTokenRecord, Store } from "../../controller/store/types.ts";
 import type { CaFingerprint, CertThumbprint } from "../../shared/fingerprint.ts";
 import type { NewCa } from "../../controller/store/trust-types.ts";
+import { executorLiveness, notSuspectSince, offlineBefore } from "../../controller/domain/liveness.ts";
 /** Stores keep certificate thumbprints opaque; short stand-ins keep these tests readable. */
 const tp = (s: string) => s as CertThumbprint;
 
@@ -211,6 +212,52 @@ export function storeContract(name: string, freshBackend: () => Promise<Contract
         ]);
         expect(await a.store.getExecutor("ex_hh")).toMatchObject({ status: "draining", lastSeenAt: T0 + 2 });
         expect((await a.cas.bundleVersions()).find((v) => v.id === "ex_hh")?.version).toBe(3);
+      });
+    });
+
+    describe("metrics counts (one query per family)", () => {
+      it("an empty store counts zero of every executor status, task status and nonce", async () => {
+        expect(await a.store.executorCounts({ suspectBefore: T0, offlineBefore: T0 })).toEqual({ ready: 0, draining: 0, suspect: 0, offline: 0, revoked: 0 });
+        expect(await a.tasks.taskCounts()).toEqual({ queued: 0, leased: 0, succeeded: 0, failed: 0, cancelled: 0 });
+        expect(await a.store.nonceCount()).toBe(0);
+      });
+
+      it("executors are counted by the liveness the API reports, boundaries included, through any handle", async () => {
+        // Heartbeat interval 1 min, now T0 + 8 min: suspect when seen before T0 + 5 min, offline before T0 + 2 min.
+        const now = T0 + 8 * MIN;
+        const seen: [string, "ready" | "draining", number][] = [
+          ["ex_ready", "ready", T0 + 7 * MIN], ["ex_drain", "draining", T0 + 7 * MIN], ["ex_edge", "ready", T0 + 5 * MIN],
+          ["ex_sus", "ready", T0 + 5 * MIN - 1], ["ex_sus2", "draining", T0 + 2 * MIN], ["ex_rev", "ready", T0 + 7 * MIN],
+        ];
+        for (const [id, status, at] of seen) {
+          await executor(a.store, id);
+          await a.store.recordHeartbeat(id, status, at);
+        }
+        await executor(a.store, "ex_off"); // last seen T0: offline
+        await a.store.revokeExecutor("ex_rev", T0 + 7 * MIN);
+        const counts = await (await another()).store.executorCounts({ suspectBefore: notSuspectSince(MIN, now), offlineBefore: offlineBefore(MIN, now) });
+        expect(counts).toEqual({ ready: 2, draining: 1, suspect: 2, offline: 1, revoked: 1 });
+        // The same as executorLiveness() of each executor, the way GET /api/v1/executors reports them.
+        const byApi = { ready: 0, draining: 0, suspect: 0, offline: 0, revoked: 0 };
+        for (const e of await a.store.listExecutors()) byApi[executorLiveness(e, MIN, now)]++;
+        expect(counts).toEqual(byApi);
+      });
+
+      it("tasks are counted by status; nonces held until pruned", async () => {
+        await executor(a.store, "ex_t", { capacity: 8 });
+        for (const id of ["t1", "t2", "t3", "t4"]) await task(a.tasks, id);
+        const leased = await lease(a.tasks, "ex_t", { max: 3 });
+        expect(await a.tasks.completeLease(leased[0]!.leaseId!, "ex_t", 1, {}, T0)).toBe("ok");
+        expect(await a.tasks.failLease(leased[1]!.leaseId!, "ex_t", 1, "boom", false, T0)).toBe("ok");
+        await a.tasks.cancelTask("t4", T0);
+        expect(await (await another()).tasks.taskCounts()).toEqual({ queued: 0, leased: 1, succeeded: 1, failed: 1, cancelled: 1 });
+
+        await a.store.rememberNonce("ex_t", "nonce-count-AAAAAAAA", T0 + MIN);
+        await a.store.rememberNonce("ex_t", "nonce-count-AAAAAAAA", T0 + MIN); // a replay stores nothing
+        await a.store.rememberNonce("ex_t", "nonce-count-BBBBBBBB", T0 + 2 * MIN);
+        expect(await a.store.nonceCount()).toBe(2);
+        await a.store.pruneNonces(T0 + MIN);
+        expect(await a.store.nonceCount()).toBe(1);
       });
     });
 

@@ -13,10 +13,12 @@ import type { Audit } from "../../domain/audit.ts";
 import { operatorActor, type ApiTokens, type AuthFailure } from "../../domain/api-tokens.ts";
 import { roleHas } from "../../domain/capabilities.ts";
 import type { Capability } from "../../../shared/wire/operator.ts";
+import type { ControllerMetrics } from "../../metrics/metrics.ts";
 
 export interface ApiTokenDeps {
   apiTokens: ApiTokens;
   audit: Audit;
+  metrics: Pick<ControllerMetrics, "guardRejection">;
 }
 
 export const UNAUTHENTICATED_MESSAGE = "auth failure";
@@ -47,6 +49,7 @@ export function requireApiToken(deps: ApiTokenDeps, capability: Capability) {
     const where = { source: request.ip, method: request.method, path: request.routeOptions.url };
     // Anyone can fail here: aggregated per source, reason and token (controller/domain/audit-aggregate.ts).
     const fail = (reason: AuthFailure | "client_certificate", tokenId?: string) => {
+      deps.metrics.guardRejection(ErrorCode.UNAUTHENTICATED);
       deps.audit.rejected("operator.auth_failed", { source: request.ip, reason, ...(tokenId ? { token_id: tokenId } : {}) }, {
         method: request.method, path: request.routeOptions.url,
       });
@@ -64,6 +67,7 @@ export function requireApiToken(deps: ApiTokenDeps, capability: Capability) {
     if (!result.ok) throw fail(result.reason, result.tokenId);
     const p = result.principal;
     if (!roleHas(p.role, capability)) {
+      deps.metrics.guardRejection(ErrorCode.FORBIDDEN);
       deps.audit.event("operator.forbidden", { token_id: p.tokenId, capability, ...operatorActor(p), ...where });
       throw new TetherError(403, ErrorCode.FORBIDDEN, `the ${p.role} role does not allow ${capability}`);
     }

@@ -9,9 +9,9 @@ import { rfc3339 } from "../../../shared/time.ts";
 import type { Audit } from "../../domain/audit.ts";
 import type { ExecutorAuthenticator } from "../../domain/executor-authenticator.ts";
 import { executorIdParam } from "../request-context.ts";
-import { guardRejection } from "./reject.ts";
+import { guardRejection, type RejectionDeps } from "./reject.ts";
 
-export interface HmacDeps {
+export interface HmacDeps extends RejectionDeps {
   auth: ExecutorAuthenticator;
   audit: Audit;
 }
@@ -30,7 +30,7 @@ export function requireHmac(deps: HmacDeps) {
       now,
     );
     if (!verdict.ok) {
-      throw guardRejection(deps.audit, request, verdict, verdict.code === "CLOCK_SKEW" ? { server_time: rfc3339(now) } : undefined);
+      throw guardRejection(deps, request, verdict, verdict.code === "CLOCK_SKEW" ? { server_time: rfc3339(now) } : undefined);
     }
   };
 }

@@ -3,9 +3,9 @@ import type { FastifyRequest } from "fastify";
 import type { Audit } from "../../domain/audit.ts";
 import type { ExecutorAuthenticator } from "../../domain/executor-authenticator.ts";
 import { executorOf } from "../request-context.ts";
-import { guardRejection } from "./reject.ts";
+import { guardRejection, type RejectionDeps } from "./reject.ts";
 
-export interface JwtDeps {
+export interface JwtDeps extends RejectionDeps {
   auth: ExecutorAuthenticator;
   audit: Audit;
 }
@@ -16,7 +16,7 @@ export function requireJwt(deps: JwtDeps) {
     const header = request.headers.authorization;
     const bearer = header?.startsWith("Bearer ") ? header.slice(7).trim() : undefined;
     const result = deps.auth.token(bearer, who, Date.now());
-    if (!result.ok) throw guardRejection(deps.audit, request, result);
+    if (!result.ok) throw guardRejection(deps, request, result);
     who.claims = result.claims;
   };
 }

@@ -13,9 +13,9 @@ import type { Audit } from "../../domain/audit.ts";
 import { reject } from "../../domain/executor-auth.ts";
 import type { ExecutorAuthenticator } from "../../domain/executor-authenticator.ts";
 import { executorIdParam } from "../request-context.ts";
-import { guardRejection } from "./reject.ts";
+import { guardRejection, type RejectionDeps } from "./reject.ts";
 
-export interface MtlsDeps {
+export interface MtlsDeps extends RejectionDeps {
   auth: ExecutorAuthenticator;
   audit: Audit;
   trust: () => { caCerts: X509Certificate[]; trustDomain: string };
@@ -36,9 +36,9 @@ function connectionIdentity(socket: TLSSocket, deps: MtlsDeps): ClientCertResult
 export function requireMtls(deps: MtlsDeps) {
   return async function mtlsGuard(request: FastifyRequest): Promise<void> {
     const conn = connectionIdentity(request.raw.socket as TLSSocket, deps);
-    if (!conn.ok) throw guardRejection(deps.audit, request, reject("CERT_REQUIRED", conn.reason));
+    if (!conn.ok) throw guardRejection(deps, request, reject("CERT_REQUIRED", conn.reason));
     const result = await deps.auth.certificate(conn.identity, executorIdParam(request.params), Date.now());
-    if (!result.ok) throw guardRejection(deps.audit, request, result);
+    if (!result.ok) throw guardRejection(deps, request, result);
     request.executor = result.executor;
   };
 }

@@ -29,6 +29,8 @@ export interface PostgresStoreConfig {
   create: boolean;
   /** The store failed a request (it answered 503 UNAVAILABLE); reported at most every 10 s. Also idle connections lost. */
   onOutage?: (message: string) => void;
+  /** Every store operation that failed for an outage (the metrics count them). */
+  onStoreError?: () => void;
   /** Listen for other replicas' changes (the running controller); else `changes` is never live. */
   listen?: boolean;
   /** Pool size (default 10). */
@@ -62,10 +64,11 @@ export async function openPostgresStore(config: PostgresStoreConfig): Promise<Po
   }
   const postgres = new PostgresStore(pool, config.keys);
   const report = config.onOutage;
-  const store = failClosed<Store>(postgres, isPostgresOutage, report);
-  const tasks = failClosed<TaskStore>(new PostgresTaskStore(pool), isPostgresOutage, report);
-  const cas = failClosed<CaStore>(new PostgresCaStore(pool, config.keys), isPostgresOutage, report);
-  const jwtKeys = failClosed<JwtKeyStore>(new PostgresJwtKeyStore(pool, config.keys), isPostgresOutage, report);
+  const count = config.onStoreError;
+  const store = failClosed<Store>(postgres, isPostgresOutage, report, count);
+  const tasks = failClosed<TaskStore>(new PostgresTaskStore(pool), isPostgresOutage, report, count);
+  const cas = failClosed<CaStore>(new PostgresCaStore(pool, config.keys), isPostgresOutage, report, count);
+  const jwtKeys = failClosed<JwtKeyStore>(new PostgresJwtKeyStore(pool, config.keys), isPostgresOutage, report, count);
   let changes: ChangeFeed;
   if (config.listen) {
     const feed = new PostgresChangeFeed({ url: config.url, onError: config.onOutage });

@@ -23,6 +23,7 @@ import type {
   TokenDenyReason,
 } from "../types.ts";
 import { Batcher } from "./batch.ts";
+import { executorCountsFrom, livenessSql, type ExecutorCounts, type LivenessBounds } from "../counts.ts";
 import { inTransaction, notifyCall, NOTIFY_SQL, run } from "./pool.ts";
 import {
   API_TOKEN_COLUMNS, decryptKey, denyReason, EXECUTOR_AUTH_COLUMNS, EXECUTOR_COLUMNS, TOKEN_COLUMNS, toApiToken, toExecutor,
@@ -230,6 +231,18 @@ export class PostgresStore implements Store {
   }
   async pruneNonces(now: number): Promise<number> {
     return (await run(this.pool, `DELETE FROM nonces WHERE expires_at <= $1`, [now])).rowCount ?? 0;
+  }
+
+  // ---- metrics, at scrape time: one query each, never one per executor
+
+  async executorCounts(bounds: LivenessBounds): Promise<ExecutorCounts> {
+    const r = await run<{ liveness: string; n: number }>(this.pool,
+      `SELECT ${livenessSql("$1::bigint", "$2::bigint")} AS liveness, count(*) AS n FROM executors GROUP BY 1`,
+      [bounds.suspectBefore, bounds.offlineBefore]);
+    return executorCountsFrom(r.rows);
+  }
+  async nonceCount(): Promise<number> {
+    return (await run<{ n: number }>(this.pool, `SELECT count(*) AS n FROM nonces`)).rows[0]?.n ?? 0;
   }
 
   /** One INSERT for the batch; a caller's nonce is new iff its row came back (the first caller, when one batch holds it twice). */

@@ -11,6 +11,7 @@ import type { LeaseOutcome, LeaseRequest, NewTask, TaskRecord, TaskStatus, TaskS
 import { LEASE_CANDIDATES_SQL, LOCK_ELIGIBLE_EXECUTOR_SQL } from "./dispatch.ts";
 import { inTransaction, notifyCall, run } from "./pool.ts";
 import { requeueSet, TASK_COLUMNS, toTask, type TaskRow } from "./task-rows.ts";
+import { taskCountsFrom, type TaskCounts } from "../counts.ts";
 
 const RECLAIM_REASON = "lease lost: its executor went offline or the lease expired";
 const TASKS = encodeChange({ kind: "tasks" });
@@ -145,5 +146,10 @@ export class PostgresTaskStore implements TaskStore {
       else if (row.status === "failed") failed++;
     }
     return { requeued, failed, executors: [...new Set(r.rows.map((row) => row.executor_id))] };
+  }
+
+  /** Metrics, at scrape time: one scan for every status. */
+  async taskCounts(): Promise<TaskCounts> {
+    return taskCountsFrom((await run<{ status: string; n: number }>(this.pool, `SELECT status, count(*) AS n FROM tasks GROUP BY status`)).rows);
   }
 }

@@ -41,10 +41,11 @@ export async function openSqliteStore(
   const sqlite = new SqliteStore(path, keys, busyTimeoutMs);
   const background: StoreBackground | undefined = config.background;
   const report = background?.onOutage;
-  const store = failClosed(sqlite, isSqliteOutage, report);
-  const tasks = failClosed(new SqliteTaskStore(sqlite.db), isSqliteOutage, report);
-  const cas = failClosed(new SqliteCaStore(sqlite.db, keys), isSqliteOutage, report);
-  const jwtKeys = failClosed(new SqliteJwtKeyStore(sqlite.db, keys), isSqliteOutage, report);
+  const count = background?.onStoreError;
+  const store = failClosed(sqlite, isSqliteOutage, report, count);
+  const tasks = failClosed(new SqliteTaskStore(sqlite.db), isSqliteOutage, report, count);
+  const cas = failClosed(new SqliteCaStore(sqlite.db, keys), isSqliteOutage, report, count);
+  const jwtKeys = failClosed(new SqliteJwtKeyStore(sqlite.db, keys), isSqliteOutage, report, count);
   let checkpointer: WalCheckpointer | undefined;
   if (background) {
     // WAL checkpoints (with their fsync) move off the event loop; see wal-checkpointer.ts.

@@ -22,6 +22,7 @@ import type {
   TokenDenyReason,
 } from "../types.ts";
 import type { CertThumbprint } from "../../../shared/fingerprint.ts";
+import { executorCountsFrom, type ExecutorCounts, type LivenessBounds } from "../counts.ts";
 
 /** The database file in a controller's data dir. */
 export const DB_FILE = "tether.db";
@@ -169,6 +170,13 @@ export class SqliteStore implements Store {
   }
   async pruneNonces(now: number): Promise<number> {
     return this.s.pruneNonces.run(now).changes;
+  }
+
+  async executorCounts(bounds: LivenessBounds): Promise<ExecutorCounts> {
+    return executorCountsFrom(this.s.executorCounts.all(bounds));
+  }
+  async nonceCount(): Promise<number> {
+    return this.s.nonceCount.get() ?? 0;
   }
 
   /** The store answers: it can be read, and the write lock can be taken (within the busy timeout). */

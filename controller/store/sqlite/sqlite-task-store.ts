@@ -2,6 +2,7 @@
 import type Database from "better-sqlite3";
 import type { LeaseOutcome, LeaseRequest, NewTask, TaskRecord, TaskStatus, TaskStore } from "../task-types.ts";
 import { prepareTaskStatements, toTask, type TaskStatements } from "./task-statements.ts";
+import { taskCountsFrom, type TaskCounts } from "../counts.ts";
 
 const RECLAIM_REASON = "lease lost: its executor went offline or the lease expired";
 
@@ -95,5 +96,9 @@ export class SqliteTaskStore implements TaskStore {
       }
       return { requeued, failed, executors: [...new Set(rows.map((r) => r.executor_id))] };
     }).immediate();
+  }
+
+  async taskCounts(): Promise<TaskCounts> {
+    return taskCountsFrom(this.s.counts.all());
   }
 }

@@ -2,6 +2,7 @@
 import type Database from "better-sqlite3";
 import type { ExecutorRunStatus } from "../types.ts";
 import type { ApiTokenRow, ExecutorAuthRow, ExecutorRow, TokenRow } from "./rows.ts";
+import { livenessSql, type LivenessBounds } from "../counts.ts";
 
 interface TokenParams {
   id: string; tokenHash: string; createdAt: number; expiresAt: number; maxUses: number; uses: number;
@@ -74,6 +75,11 @@ export function prepareStoreStatements(db: Database.Database) {
       `INSERT OR IGNORE INTO nonces (executor_id, nonce, expires_at) VALUES (?, ?, ?)`,
     ),
     pruneNonces: db.prepare<[now: number]>(`DELETE FROM nonces WHERE expires_at <= ?`),
+    // Metrics, at scrape time: one scan each, never one query per executor.
+    executorCounts: db.prepare<LivenessBounds, { liveness: string; n: number }>(
+      `SELECT ${livenessSql("@suspectBefore", "@offlineBefore")} AS liveness, count(*) AS n FROM executors GROUP BY liveness`,
+    ),
+    nonceCount: db.prepare<[], number>(`SELECT count(*) FROM nonces`).pluck(),
     insertApiToken: db.prepare<ApiTokenParams>(
       `INSERT INTO api_tokens (id, name, role, token_hash, created_at, created_by, expires_at, revoked_at, last_used_at, last_used_ip)
        VALUES (@id, @name, @role, @tokenHash, @createdAt, @createdBy, @expiresAt, NULL, NULL, NULL)`,

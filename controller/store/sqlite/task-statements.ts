@@ -87,5 +87,7 @@ export function prepareTaskStatements(db: Database.Database) {
     requeueOne: db.prepare<{ id: string; now: number; reason: string }, { status: TaskStatus }>(
       `UPDATE tasks SET ${requeueSet} WHERE id = @id AND status = 'leased' RETURNING status`,
     ),
+    // Metrics, at scrape time: one scan for every status.
+    counts: db.prepare<[], { status: string; n: number }>(`SELECT status, count(*) AS n FROM tasks GROUP BY status`),
   };
 }
