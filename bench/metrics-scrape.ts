@@ -5,19 +5,6 @@
  * the request hooks, the counters and the scrape-time gauges cost the controller.
  */
 import { request } from "node:http";
-import { createServer } from "node:net";
-
-/** A loopback port free now, for the controller's --metrics-listen. */
-export function freeLoopbackPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 export interface Scraper {
   /** Scrapes made and failed, and the last exposition's size. */

@@ -37,7 +37,8 @@ import {
 import { options } from "./options.ts";
 import { openLoop as openLoopPhase } from "./latency.ts";
 import { rotationPhase } from "./rotation.ts";
-import { freeLoopbackPort, startScraper, type Scraper } from "./metrics-scrape.ts";
+import { startScraper, type Scraper } from "./metrics-scrape.ts";
+import { freePort } from "../tools/free-port.ts";
 import { restartStorm } from "./storm.ts";
 import { revocationPhase } from "./revocation.ts";
 import { openBenchStore, redactUrl, tetherCli, type BenchStore } from "./store.ts";
@@ -86,7 +87,7 @@ async function main(): Promise<Record<string, number | string>> {
         `rotation phase ${options.ROTATION ? "on" : "off (--no-rotation)"}`,
     );
     store = await openBenchStore(options.STORE_URL, root, dataDir);
-    const metricsPort = options.METRICS ? await freeLoopbackPort() : 0;
+    const metricsPort = options.METRICS ? await freePort() : 0;
     const storeArgs = [...store.controllerArgs, ...(options.METRICS ? ["--metrics-listen", `127.0.0.1:${metricsPort}`] : [])];
     log(
       store.kind === "postgres"

@@ -5,7 +5,6 @@
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { tempDir } from "../support/temp-dir.ts";
@@ -15,17 +14,9 @@ export const TETHER_BIN = fileURLToPath(new URL("../../bin/tether.mjs", import.m
 const children = new Set<ChildProcess>();
 
 export { tempDir };
+import { freePort } from "../../tools/free-port.ts";
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 /** Runs a short CLI command to completion. */
 export function tether(args: string[], timeoutMs = 30_000): { status: number | null; stdout: string; stderr: string } {
