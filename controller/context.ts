@@ -22,6 +22,8 @@ import { ExecutorAuthenticator } from "./domain/executor-authenticator.ts";
 import { CaSet } from "./domain/trust/ca-set.ts";
 import type { Bootstrap } from "./domain/trust/bootstrap.ts";
 import { noMetrics, type ControllerMetrics } from "./metrics/metrics.ts";
+import { EventBus } from "./domain/events.ts";
+import { WsTickets } from "./domain/ws-tickets.ts";
 
 export interface ControllerContext {
   config: ControllerConfig;
@@ -45,6 +47,10 @@ export interface ControllerContext {
   registerLimiter: RateLimiter;
   /** What the domain and the HTTP layer count (PROTOCOL §9.1); `noMetrics` unless `--metrics-listen`. */
   metrics: ControllerMetrics;
+  /** Live events of this process (PROTOCOL §10.1). */
+  events: EventBus;
+  /** WebSocket tickets minted here (memory only). */
+  wsTickets: WsTickets;
   trust(): { caCerts: X509Certificate[]; trustDomain: string };
   close(): Promise<void>;
 }
@@ -90,15 +96,19 @@ export async function openControllerContext(
   const metrics = opts.metrics ?? noMetrics;
   const jwt = new ExecutorJwt(jwtKeys, config.trustDomain, config.jwtTtlSeconds);
   // Dispatch is the executor lifecycle's lease ledger: heartbeats, epoch changes and revocations reach it.
-  const tasks = new TaskService(backend.tasks, audit, config.heartbeatIntervalSeconds, metrics);
+  const events = new EventBus();
+  cas.events = events;
+  jwtKeys.events = events;
+  const tasks = new TaskService(backend.tasks, audit, config.heartbeatIntervalSeconds, metrics, events);
   const executors = new ExecutorService(store, audit, cas, jwt, {
     trustDomain: config.trustDomain,
     certTtlSeconds: config.certTtlSeconds,
     jwtTtlSeconds: config.jwtTtlSeconds,
     heartbeatIntervalSeconds: config.heartbeatIntervalSeconds,
-  }, tasks, metrics);
+  }, tasks, metrics, events);
   return {
     config, store, audit, cas, jwtKeys, jwt, executors, tasks, caBootstrap, changes: backend.changes, duties: backend.duties, metrics,
+    events, wsTickets: new WsTickets(),
     auth: new ExecutorAuthenticator(store, jwt),
     enrollment: new EnrollmentTokens(store, audit),
     apiTokens: new ApiTokens(store, audit),

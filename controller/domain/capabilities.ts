@@ -5,7 +5,7 @@
  */
 import { CAPABILITIES, ROLES, type Capability, type Role } from "../../shared/wire/operator.ts";
 
-const READS: Capability[] = ["self:read", "executors:read", "enrollment_tokens:read", "tasks:read", "trust:read"];
+const READS: Capability[] = ["self:read", "executors:read", "enrollment_tokens:read", "tasks:read", "trust:read", "events:read"];
 
 /**
  * admin: everything. operator: tasks, drain, enrollment tokens, and every read.

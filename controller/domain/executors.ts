@@ -25,6 +25,8 @@ import type { LeaseLedger } from "./lease-ledger.ts";
 import { executorLiveness, notSuspectSince, offlineBefore } from "./liveness.ts";
 import { noMetrics, type ControllerMetrics, type RegistrationResult } from "../metrics/metrics.ts";
 import type { ExecutorCounts } from "../store/counts.ts";
+import { noEvents, type EventSink } from "./events.ts";
+import type { ExecutorLiveness } from "../../shared/wire/operator.ts";
 
 
 /** What the executor lifecycle needs from the CA set (controller/domain/trust/ca-set.ts). */
@@ -70,7 +72,36 @@ export class ExecutorService {
     private readonly settings: ExecutorSettings,
     private readonly leases: LeaseLedger,
     private readonly metrics: ControllerMetrics = noMetrics,
+    private readonly events: EventSink = noEvents,
   ) {}
+
+  /**
+   * The liveness each executor was last reported with on the event bus (PROTOCOL §10.1),
+   * so `executor.status` is sent on a change only. Per process; filled by registrations,
+   * heartbeats and `sweepLiveness`.
+   */
+  private readonly lastStatus = new Map<string, ExecutorLiveness>();
+
+  private statusSeen(id: string, status: ExecutorLiveness, drain?: boolean, now = Date.now()): void {
+    const previous = this.lastStatus.get(id) ?? null;
+    this.lastStatus.set(id, status);
+    if (previous !== null && previous !== status) this.events.emit("executor.status", { executor_id: id, status, previous, ...(drain === undefined ? {} : { drain }) }, now);
+  }
+
+  /**
+   * Status changes that happen by time (suspect, offline: liveness.ts) are found here:
+   * the server calls it periodically (controller/http/events-routes.ts). The first sweep
+   * only learns the statuses; later ones publish the changes.
+   */
+  async sweepLiveness(now = Date.now()): Promise<void> {
+    const seen = new Set<string>();
+    for (const e of await this.store.listExecutors()) {
+      seen.add(e.id);
+      const status = executorLiveness(e, this.settings.heartbeatIntervalSeconds * 1000, now);
+      this.statusSeen(e.id, status, undefined, now);
+    }
+    for (const id of this.lastStatus.keys()) if (!seen.has(id)) this.lastStatus.delete(id);
+  }
 
   /** Every CA of the trust bundle, PEM (PROTOCOL §7.1). */
   trustBundlePem(): string {
@@ -145,6 +176,8 @@ export class ExecutorService {
     if (!enrolled.ok) throw deny(enrolled.reason, check.token.id);
     this.audit.event("enrollment_token.used", { token_id: enrolled.tokenId, executor_id: id, ...who });
     this.audit.event("executor.registered", { executor_id: id, name: req.name ?? id, key_type: csr.keyAlg, cert_serial: cert.serialHex, ...who });
+    this.lastStatus.set(id, "ready");
+    this.events.emit("executor.registered", { executor_id: id, name: req.name ?? id, labels, epoch: 1, status: "ready" }, now);
     const { jwt, claims } = this.jwt.mint(id, 1, cert.fingerprint, now);
     return {
       executor_id: id, epoch: 1, certificate_pem: cert.pem, ca_bundle_pem: this.trustBundlePem(), trust_bundle_version: this.trustBundleVersion(),
@@ -176,6 +209,7 @@ export class ExecutorService {
     const epoch = await this.store.bumpEpoch(id);
     // Re-registering is a sign of life: the executor is ready again.
     await this.store.recordHeartbeat(id, "ready", Date.now());
+    this.statusSeen(id, "ready");
     await this.leases.epochChanged(id, epoch);
     // Every re-registration gets a new HMAC key (PROTOCOL §7.4).
     const res = await this.credentials({ ...e, epoch }, caller.identity.fingerprint, csr, epoch, who, true);
@@ -192,6 +226,7 @@ export class ExecutorService {
     const { auth, claims } = who;
     const cancel = await this.leases.heartbeat(auth.id, auth.epoch, hb.leases, now);
     await this.store.recordHeartbeat(auth.id, hb.status, now, hb.trust_bundle_version);
+    this.statusSeen(auth.id, hb.status, auth.drain, now);
     return {
       server_time: rfc3339(now),
       next_heartbeat_s: this.settings.heartbeatIntervalSeconds,
@@ -207,6 +242,8 @@ export class ExecutorService {
     await this.mustGet(id);
     if (await this.store.revokeExecutor(id, Date.now())) {
       this.audit.event("executor.revoked", { executor_id: id, ...who });
+      this.lastStatus.set(id, "revoked");
+      this.events.emit("executor.revoked", { executor_id: id });
       await this.leases.revoked(id);
     }
     return this.show(id);
@@ -216,7 +253,12 @@ export class ExecutorService {
     await this.mustGet(id);
     await this.store.setDrain(id, drain);
     this.audit.event(drain ? "executor.drained" : "executor.undrained", { executor_id: id, ...who });
-    return this.show(id);
+    const view = await this.show(id);
+    // The drain flag is news even before the executor reports "draining" in its next heartbeat.
+    const previous = this.lastStatus.get(id) ?? null;
+    this.lastStatus.set(id, view.status);
+    this.events.emit("executor.status", { executor_id: id, status: view.status, previous, drain });
+    return view;
   }
 
   /** Renewing with a CSR and re-registering rotate credentials: the current certificate's right (executor-auth.ts). */

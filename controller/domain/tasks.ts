@@ -17,6 +17,10 @@ import { OFFLINE_AFTER_INTERVALS, notSuspectSince, offlineBefore } from "./liven
 import { WorkSignal } from "./work-signal.ts";
 import { noMetrics, type ControllerMetrics } from "../metrics/metrics.ts";
 import type { TaskCounts } from "../store/task-types.ts";
+import { noEvents, type EventSink } from "./events.ts";
+
+/** Leases this process handed out whose task it remembers, for `task.updated` on completion (oldest forgotten first). */
+const MAX_REMEMBERED_LEASES = 10_000;
 
 
 export const DEFAULT_TASK_TIMEOUT_S = 600;
@@ -44,7 +48,24 @@ export class TaskService implements LeaseLedger {
     private readonly audit: Audit,
     private readonly heartbeatIntervalSeconds: number,
     private readonly metrics: ControllerMetrics = noMetrics,
+    private readonly events: EventSink = noEvents,
   ) {}
+
+  /** lease id → task id, for leases handed out here (the store's completion reports no task id). */
+  private readonly leaseTasks = new Map<string, string>();
+
+  private updated(t: TaskRecord): void {
+    this.events.emit("task.updated", { task_id: t.id, kind: t.kind, status: t.status, attempts: t.attempts, executor_id: t.executorId });
+  }
+
+  /** After a completion or failure: the task as it is now, when this process handed out the lease. */
+  private async leaseEnded(leaseId: string, executorId: string): Promise<void> {
+    const taskId = this.leaseTasks.get(leaseId);
+    this.leaseTasks.delete(leaseId);
+    const t = taskId === undefined ? undefined : await this.tasks.getTask(taskId).catch(() => undefined);
+    if (t) this.updated(t);
+    else this.events.emit("task.updated", { task_id: null, count: 1, status: null, reason: "lease ended", executor_id: executorId });
+  }
 
   private get intervalMs(): number {
     return this.heartbeatIntervalSeconds * 1000;
@@ -73,6 +94,7 @@ export class TaskService implements LeaseLedger {
       submittedBy: submitter(who), now: Date.now(),
     });
     this.audit.event("task.submitted", { task_id: t.id, kind: t.kind, ...who });
+    this.updated(t);
     this.work.notify();
     return taskView(t);
   }
@@ -101,6 +123,7 @@ export class TaskService implements LeaseLedger {
     const t = await this.tasks.cancelTask(id, Date.now());
     if (!t) throw new TetherError(404, ErrorCode.NOT_FOUND, `no task ${id}`);
     this.audit.event("task.cancelled", { task_id: id, was: before.status, executor_id: before.executorId, ...who });
+    this.updated(t);
     return taskView(t);
   }
 
@@ -150,6 +173,12 @@ export class TaskService implements LeaseLedger {
       // PROTOCOL §3.3: a suspect executor gets no new leases.
       aliveSince: notSuspectSince(this.intervalMs, now),
     });
+    for (const t of leased) {
+      if (t.leaseId === null) continue;
+      this.leaseTasks.set(t.leaseId, t.id);
+      if (this.leaseTasks.size > MAX_REMEMBERED_LEASES) this.leaseTasks.delete(this.leaseTasks.keys().next().value as string);
+      this.updated(t);
+    }
     return leased.flatMap((t) => (t.leaseId === null ? [] : [{
       lease_id: t.leaseId,
       task_id: t.id,
@@ -161,10 +190,12 @@ export class TaskService implements LeaseLedger {
 
   async complete(executorId: string, epoch: number, leaseId: string, result: Record<string, unknown>): Promise<void> {
     if ((await this.tasks.completeLease(leaseId, executorId, epoch, result, Date.now())) !== "ok") throw staleLease(leaseId);
+    await this.leaseEnded(leaseId, executorId);
   }
 
   async fail(executorId: string, epoch: number, leaseId: string, error: string, retryable: boolean): Promise<void> {
     if ((await this.tasks.failLease(leaseId, executorId, epoch, error, retryable, Date.now())) !== "ok") throw staleLease(leaseId);
+    await this.leaseEnded(leaseId, executorId);
     if (retryable) this.work.notify();
   }
 
@@ -195,6 +226,7 @@ export class TaskService implements LeaseLedger {
     if (r.requeued + r.failed > 0) {
       this.metrics.leasesReclaimed(r.requeued + r.failed);
       this.audit.event("leases.reclaimed", { requeued: r.requeued, failed: r.failed, executors: r.executors });
+      this.events.emit("task.updated", { task_id: null, count: r.requeued + r.failed, status: r.failed ? null : "queued", reason: "reclaimed", executor_id: null });
       this.work.notify();
     }
     return r;
@@ -202,6 +234,7 @@ export class TaskService implements LeaseLedger {
 
   private requeued(executorId: string, n: number, why: string): void {
     this.audit.event("leases.requeued", { executor_id: executorId, count: n, reason: why });
+    this.events.emit("task.updated", { task_id: null, count: n, status: "queued", reason: why, executor_id: executorId });
     this.work.notify();
   }
 }

@@ -132,4 +132,10 @@ export const OPERATIONS: Readonly<Record<string, OperationDoc>> = {
     errors: { 409: ["CONFLICT"] },
     retryAfter: [409],
   },
+  "POST /api/v1/ws-tickets": {
+    operationId: "createWsTicket",
+    summary: "A ticket for the live events WebSocket (`GET /api/v1/events`, PROTOCOL §10.1)",
+    description: "Single use, valid 30 s, bound to the calling API token (dead once it is revoked or expires). Send it in the socket's first frame: `{\"type\": \"auth\", \"ticket\": …}`.",
+    ok: "Created; redeem it within `expires_in_s`",
+  },
 };

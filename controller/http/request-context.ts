@@ -13,6 +13,11 @@ export interface RouteDeclaration {
   guards?: Guard[];
   /** Operator plane: the capability the route needs. */
   capability?: string;
+  /**
+   * Operator plane, WebSocket routes only: the credentials come in the first frame
+   * (PROTOCOL §10.1), so the API-token guard checks plain HTTP requests only.
+   */
+  auth?: "in-band";
 }
 
 declare module "fastify" {

@@ -22,8 +22,10 @@ import { taskRoutes } from "./task-routes.ts";
 import { trustRoutes } from "./trust-routes.ts";
 import { executorRoutes } from "./executor-routes.ts";
 import { publicRoutes } from "./public-routes.ts";
+import { uiRoutes } from "./ui-routes.ts";
 import { devRoutes } from "./dev-routes.ts";
 import { benchRoutes } from "./bench-routes.ts";
+import { eventRoutes } from "./events-routes.ts";
 import { mountOpenapi } from "./openapi.ts";
 import { answerClientError, answerConnect, answerFrameworkError, answerUnknownExpectation, MAX_HEADER_BYTES, MAX_PARAM_LENGTH } from "./client-errors.ts";
 import { INVALID_JSON_MESSAGE, parseJsonBody } from "./json-body.ts";
@@ -153,7 +155,18 @@ export function buildServer(ctx: ControllerContext, tls: TlsMaterial, opts: { lo
       if (!isCapability(decl.capability)) {
         throw new Error(`operator route ${name} must declare a known capability (got ${decl.capability === undefined ? "none" : `"${decl.capability}"`})`);
       }
-      route.onRequest = [requireApiToken(ctx, decl.capability), ...asArray(route.onRequest)] as onRequestHookHandler[];
+      const guard = requireApiToken(ctx, decl.capability);
+      let first: (r: FastifyRequest) => Promise<void> = guard;
+      if (decl.auth === "in-band") {
+        // Authenticates in its first frame (PROTOCOL §10.1): only a WebSocket route may, and a plain HTTP request to it still meets the guard.
+        if ((route as { websocket?: boolean }).websocket !== true) throw new Error(`operator route ${name} authenticates in-band but is not a WebSocket route`);
+        first = async function apiTokenGuardUnlessUpgrade(request: FastifyRequest) {
+          if (!request.ws) await guard(request);
+        };
+      } else if (decl.auth !== undefined) {
+        throw new Error(`operator route ${name} declares an unknown authentication "${String(decl.auth)}"`);
+      }
+      route.onRequest = [first, ...asArray(route.onRequest)] as onRequestHookHandler[];
       route.preValidation = [rejectInvalidJson, ...asArray(route.preValidation)] as preValidationHookHandler[];
     } else {
       if (EXECUTOR_SCOPED.test(route.url)) throw new Error(`route ${name} is under an executor path but not on the executor plane`);
@@ -187,10 +200,12 @@ export function buildServer(ctx: ControllerContext, tls: TlsMaterial, opts: { lo
 
   mountOpenapi(app); // first: the generator must see every route mounted after it
   app.register(async (scope) => publicRoutes(scope, ctx));
+  app.register(async (scope) => uiRoutes(scope)); // the console (PROTOCOL §10.2)
   app.register(async (scope) => executorRoutes(scope, ctx));
   app.register(async (scope) => operatorRoutes(scope, ctx));
   app.register(async (scope) => taskRoutes(scope, ctx));
   app.register(async (scope) => trustRoutes(scope, ctx));
+  app.register(async (scope) => eventRoutes(scope, ctx));
   if (ctx.config.env !== "production") app.register(async (scope) => devRoutes(scope, ctx));
   if (ctx.config.bench) {
     // Bench-only baseline route: never in production, whatever the caller asked for.

@@ -26,6 +26,8 @@ export const CAPABILITIES = [
   "trust:read",
   /** Rotate and activate CAs, rotate JWT keys: admins only. */
   "trust:write",
+  /** Live events (PROTOCOL §10.1): WebSocket tickets and the stream; every role. */
+  "events:read",
 ] as const;
 export type Capability = (typeof CAPABILITIES)[number];
 
@@ -214,6 +216,10 @@ export const AuditEvent = Type.Unsafe<{ time: string; event: string } & Record<s
 export type AuditEvent = Static<typeof AuditEvent>;
 
 /** Route schemas of the operator plane. */
+/** `POST /api/v1/ws-tickets` (PROTOCOL §5, §10.1): single use, valid `expires_in_s`. */
+export const WsTicket = Type.Object({ ticket: Str, expires_in_s: Int }, { additionalProperties: false });
+export type WsTicket = Static<typeof WsTicket>;
+
 export const operatorRouteSchemas = {
   whoami: { response: { 200: Whoami } },
   createEnrollmentToken: { body: OptionalBody(CreateEnrollmentToken), response: { 201: CreatedEnrollmentToken } },
@@ -234,4 +240,5 @@ export const operatorRouteSchemas = {
   rotateCa: { body: NoBody, response: { 201: CaView } },
   activateCa: { body: OptionalBody(ActivateCa), response: { 200: CaView } },
   rotateJwtKey: { body: NoBody, response: { 201: Type.Object({ jwt_keys: Type.Array(JwtKeyView) }) } },
+  createWsTicket: { body: NoBody, response: { 201: WsTicket } },
 } as const;

@@ -143,13 +143,15 @@ describe("GET /openapi.json", () => {
 
   it("leaves out dev and bench routes, and describes every other route the server mounts, with the security its declaration enforces", async () => {
     // The route table with dev and bench routes mounted too: the document must not change.
-    const mounted: { method: string; url: string; decl: RouteDeclaration | undefined; websocket: boolean }[] = [];
+    const mounted: { method: string; url: string; decl: RouteDeclaration | undefined; websocket: boolean; hidden: boolean }[] = [];
     const creds = tc.c.serverCredentials();
     const app = buildServer({ ...tc.c.ctx, config: { ...tc.c.ctx.config, env: "test", bench: true } }, { key: creds.keyPem, cert: creds.certPem, ca: tc.caPem }, { logLevel: "silent" });
     app.addHook("onRoute", (r: RouteOptions) => {
       const decl = (r.config as { route?: RouteDeclaration } | undefined)?.route;
       const websocket = (r as { websocket?: boolean }).websocket === true;
-      for (const method of [r.method].flat()) mounted.push({ method: String(method), url: r.url, decl, websocket });
+      // The console's static files (/ui/) are declared public and kept out of the API description.
+      const hidden = (r.config as { swaggerTransform?: unknown } | undefined)?.swaggerTransform === false;
+      for (const method of [r.method].flat()) mounted.push({ method: String(method), url: r.url, decl, websocket, hidden });
     });
     await app.ready();
     const again = renderOpenapi(app.swagger());
@@ -158,8 +160,9 @@ describe("GET /openapi.json", () => {
     expect(mounted.some((r) => r.decl?.plane === "dev")).toBe(true);
 
     const documented = new Map(operations(doc).map((w) => [`${w.method} ${w.path}`, w.op]));
-    // Not HTTP operations of the API: HEAD twins of GET routes, dev/bench routes, the live-events WebSocket.
-    const expected = mounted.filter((r) => r.method !== "HEAD" && r.decl?.plane !== "dev" && !r.websocket);
+    // Not HTTP operations of the API: HEAD twins of GET routes, dev/bench routes, the live-events WebSocket, the console's static files.
+    const expected = mounted.filter((r) => r.method !== "HEAD" && r.decl?.plane !== "dev" && !r.websocket && !r.hidden);
+    expect(mounted.some((r) => r.hidden && r.url.startsWith("/ui"))).toBe(true);
     const asDocumented = (url: string) => url.replace(/:([A-Za-z_]+)/g, "{$1}");
     expect([...documented.keys()].sort()).toEqual(expected.map((r) => `${r.method} ${asDocumented(r.url)}`).sort());
     for (const path of Object.keys(doc.paths)) expect(path, "dev/bench route in the document").not.toMatch(/^\/v1\/(dev|bench)\//);

@@ -21,7 +21,7 @@ import { executorCall, HEARTBEAT, register, WireClient, type Enrolled, type Resp
 import { tether } from "../support/process.ts";
 
 const UNAUTHENTICATED = '{"error":{"code":"UNAUTHENTICATED","message":"auth failure"}}';
-const PUBLIC_ROUTES = new Set(["/v1/ca/bundle.pem", "/v1/ca/crl.pem", "/.well-known/jwks.json", "/healthz", "/readyz", "/openapi.json"]);
+const PUBLIC_ROUTES = new Set(["/v1/ca/bundle.pem", "/v1/ca/crl.pem", "/.well-known/jwks.json", "/healthz", "/readyz", "/openapi.json", "/ui", "/ui/", "/ui/:file"]);
 
 interface CollectedRoute {
   method: string;
@@ -114,6 +114,7 @@ describe("the route table", () => {
       "HEAD /api/v1/executors",
       "POST /api/v1/tasks", "GET /api/v1/tasks", "GET /api/v1/tasks/:id", "POST /api/v1/tasks/:id/cancel",
       "GET /api/v1/ca", "POST /api/v1/ca/rotate", "POST /api/v1/ca/activate",
+      "POST /api/v1/ws-tickets", "GET /api/v1/events",
     ]) {
       expect(ops.has(r), r).toBe(true);
     }
@@ -134,8 +135,15 @@ describe("the route table", () => {
       const operatorGuards = r.onRequest.filter((g) => g === "apiTokenGuard");
       switch (plane) {
         case "operator":
-          expect(r.onRequest[0], name).toBe("apiTokenGuard");
-          expect(operatorGuards, name).toHaveLength(1);
+          if (r.decl!.auth === "in-band") {
+            // The live-events WebSocket authenticates in its first frame (PROTOCOL §10.1); plain HTTP still meets the guard.
+            expect(r.url, name).toBe("/api/v1/events");
+            expect(r.onRequest[0], name).toBe("apiTokenGuardUnlessUpgrade");
+            expect(operatorGuards, name).toEqual([]);
+          } else {
+            expect(r.onRequest[0], name).toBe("apiTokenGuard");
+            expect(operatorGuards, name).toHaveLength(1);
+          }
           expect(executorGuards, name).toEqual([]);
           expect(isCapability(r.decl!.capability), name).toBe(true);
           break;

@@ -23,7 +23,7 @@ describe("role → capability table", () => {
     for (const c of ["executors:revoke", "api_tokens:read", "api_tokens:write", "audit:read", "trust:write"] as const) expect(roleHas("operator", c), c).toBe(false);
   });
   it("viewer only reads", () => {
-    expect(capabilitiesOf("viewer").sort()).toEqual(["enrollment_tokens:read", "executors:read", "self:read", "tasks:read", "trust:read"]);
+    expect(capabilitiesOf("viewer").sort()).toEqual(["enrollment_tokens:read", "events:read", "executors:read", "self:read", "tasks:read", "trust:read"]);
     for (const c of capabilitiesOf("viewer")) expect(c.endsWith(":read")).toBe(true);
   });
   it("every role is in the table and every capability is known", () => {

@@ -7,6 +7,7 @@
  * changed the store, and listens for changes to re-issue its server certificate.
  * `ca.pem` in the data dir is rewritten (0644, atomically) whenever the bundle changes.
  */
+import { noEvents, type EventSink } from "../events.ts";
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -75,6 +76,9 @@ export class CaSet {
   private lastBlocked = "";
   /** How long after an activation the fleet's renewals are spread over (moveWindowMs), for the active CA it was sized for. */
   private moveWindow = { caId: "", ms: 0 };
+
+  /** Where `ca.rotated` goes (PROTOCOL §10.1); set by the composition (context.ts). */
+  events: EventSink = noEvents;
 
   private constructor(
     private readonly store: CaStore,
@@ -180,6 +184,7 @@ export class CaSet {
         ca_id: created.id, fingerprint_sha256: created.ca.fingerprintSha256, not_after: rfc3339(created.ca.notAfter),
         cross_signed_by: this.snap.active.record.id, trust_bundle_version: this.snap.version, ...who,
       });
+      this.events.emit("ca.rotated", { phase: "prepared", ca_id: created.id, fingerprint_sha256: created.ca.fingerprintSha256, trust_bundle_version: this.snap.version });
       return this.view(entry.record, await this.store.bundleVersions(), now);
     });
   }
@@ -209,6 +214,7 @@ export class CaSet {
         throw new TetherError(409, ErrorCode.CONFLICT, "the prepared CA changed meanwhile (another process activated or replaced it)");
       }
       this.audit.event("ca.activated", { ...fields, forced: opts.force === true && pending.length > 0, ...(pending.length ? { pending } : {}) });
+      this.events.emit("ca.rotated", { phase: "activated", ca_id: prepared.record.id, fingerprint_sha256: prepared.record.fingerprint });
       this.audit.event("ca.retired", {
         ca_id: previous.id, fingerprint_sha256: previous.fingerprint,
         leaves_bundle_after: rfc3339(Math.max(previous.lastIssuedNotAfter, now)), ...who,

@@ -9,6 +9,7 @@
  * the data dir — and later other replicas — can rotate it: the running controller reloads
  * it on every tick (a handful of rows).
  */
+import { noEvents, type EventSink } from "../events.ts";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { KeyObject } from "node:crypto";
@@ -51,6 +52,9 @@ export class JwtKeyRing implements JwtKeys {
   private keys: Loaded[] = [];
   private active?: { kid: string; privateKey: KeyObject };
   private fingerprint = "";
+
+  /** Where `jwt_key.rotated` goes (PROTOCOL §10.1); set by the composition (context.ts). */
+  events: EventSink = noEvents;
 
   private constructor(
     private readonly store: JwtKeyStore,
@@ -118,6 +122,7 @@ export class JwtKeyRing implements JwtKeys {
     const previous = this.active?.kid;
     if (await this.store.promoteJwtKey(next.kid, now)) {
       this.audit.event("jwt_key.rotated", { kid: next.kid, previous_kid: previous, ...who });
+      this.events.emit("jwt_key.rotated", { kid: next.kid, previous_kid: previous ?? null }, now);
     }
     await this.reload();
     await this.ensureNext(now);
