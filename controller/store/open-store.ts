@@ -4,7 +4,7 @@
  */
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
-import { HmacKeyCache } from "./hmac-key-cache.ts";
+import { ExecutorCache } from "./executor-cache.ts";
 import { openSqliteStore } from "./sqlite/open.ts";
 import { openPostgresStore, redactPostgresUrl } from "./postgres/open.ts";
 import { AdvisoryDutyLocks } from "./postgres/duty-locks.ts";
@@ -77,7 +77,7 @@ export async function openStore(config: StoreConfig): Promise<StoreHandle> {
   const backend = await openSqliteStore(config);
   return {
     ...backend,
-    store: new HmacKeyCache(backend.store),
+    store: new ExecutorCache(backend.store),
     changes: new LocalChangeFeed(),
     duties: new SoleProcessDuties(),
   };
@@ -113,7 +113,7 @@ async function openShared(url: string, config: StoreConfig): Promise<StoreHandle
   }
   return {
     // Every writer to the shared store notifies: the auth state may be cached too (evicted within ms).
-    store: new HmacKeyCache(backend.store, backend.changes, { authState: true }),
+    store: new ExecutorCache(backend.store, backend.changes, { authState: true }),
     tasks: backend.tasks,
     cas: backend.cas,
     jwtKeys: backend.jwtKeys,

@@ -132,7 +132,7 @@ export class SqliteStore implements Store {
   async listExecutors(): Promise<ExecutorRecord[]> {
     return this.s.listExecutors.all().map(toExecutor);
   }
-  /** Decrypts on every call; openStore wraps the store in a cache (hmac-key-cache.ts). */
+  /** Decrypts on every call; openStore wraps the store in a cache (executor-cache.ts). */
   async getHmacKeys(id: string): Promise<HmacKeys | undefined> {
     const r = this.s.getHmac.get(id);
     if (!r) return undefined;

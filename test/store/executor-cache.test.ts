@@ -1,16 +1,16 @@
-/** The HMAC-key cache in front of a store: one read per executor, misses never cached. */
+/** The executor cache in front of a store: HMAC keys read once per executor, misses never cached. */
 import { rmSync } from "node:fs";
 import { tempDir } from "../support/temp-dir.ts";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { HmacKeyCache } from "../../controller/store/hmac-key-cache.ts";
+import { ExecutorCache } from "../../controller/store/executor-cache.ts";
 import { KeyEncryptor } from "../../controller/store/key-encryption.ts";
 import { SqliteStore } from "../../controller/store/sqlite/sqlite-store.ts";
 import type { CertThumbprint } from "../../shared/fingerprint.ts";
 /** Stores keep certificate thumbprints opaque; short stand-ins keep these tests readable. */
 const tp = (s: string) => s as CertThumbprint;
 
-describe("HmacKeyCache", () => {
+describe("ExecutorCache", () => {
   let dir: string;
   let inner: SqliteStore;
 
@@ -26,7 +26,7 @@ describe("HmacKeyCache", () => {
   it("reads an executor's key from the store once, then answers from memory; unknown executors are asked again", async () => {
     const key = Buffer.alloc(32, 8);
     await inner.insertEnrollmentToken({ id: "enr", tokenHash: "h", createdAt: 0, expiresAt: Date.now() + 60_000, maxUses: 2, uses: 0, revokedAt: null, labels: {} });
-    const cached = new HmacKeyCache(inner);
+    const cached = new ExecutorCache(inner);
     // Writes go through the wrapper to the store.
     expect(await cached.enrollExecutor("h", { id: "ex_1", name: "one", labels: {}, capacity: 1, certFingerprint: tp("fp"), certIssuedAt: 0, certExpiresAt: 1, hmacKey: key, now: Date.now() })).toMatchObject({ ok: true });
     const reads = vi.spyOn(inner, "getHmacKeys");

@@ -24,7 +24,7 @@ import type {
 import type { CertThumbprint } from "../../shared/fingerprint.ts";
 import type { LivenessBounds } from "./counts.ts";
 
-export class HmacKeyCache implements Store {
+export class ExecutorCache implements Store {
   private readonly keys = new Map<string, HmacKeys>();
   private readonly auth = new Map<string, ExecutorAuthState>();
   /** Raised by every eviction: a read that began before one must not fill the cache. */
