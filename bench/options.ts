@@ -1,6 +1,6 @@
 /** `npm run bench -- …`: the options, parsed and checked once (bench/run.ts and its phases read them from here). */
 import { parseArgs } from "node:util";
-import { storeKindOf } from "./store.ts";
+import { storeKindOf } from "../controller/store/store-url.ts";
 
 const USAGE = `Usage: npm run bench -- [options]
 

@@ -41,7 +41,8 @@ import { startScraper, type Scraper } from "./metrics-scrape.ts";
 import { freePort } from "../tools/free-port.ts";
 import { restartStorm } from "./storm.ts";
 import { revocationPhase } from "./revocation.ts";
-import { openBenchStore, redactUrl, tetherCli, type BenchStore } from "./store.ts";
+import { openBenchStore, tetherCli, type BenchStore } from "./store.ts";
+import { redactStoreUrl } from "../controller/store/store-url.ts";
 
 const { N, DURATION_S, RATE, LATENCY_S, REGS, CONCURRENCY, REG_CONCURRENCY, W, RESTART_TIMEOUT_S, MAX_S } = options;
 const hardDeadline = runStarted + MAX_S * 1000;
@@ -91,7 +92,7 @@ async function main(): Promise<Record<string, number | string>> {
     const storeArgs = [...store.controllerArgs, ...(options.METRICS ? ["--metrics-listen", `127.0.0.1:${metricsPort}`] : [])];
     log(
       store.kind === "postgres"
-        ? `store: PostgreSQL, database ${store.label} made for this run on ${redactUrl(options.STORE_URL)}${options.keep ? " (kept: --keep)" : " (dropped at the end)"}`
+        ? `store: PostgreSQL, database ${store.label} made for this run on ${redactStoreUrl(options.STORE_URL)}${options.keep ? " (kept: --keep)" : " (dropped at the end)"}`
         : "store: SQLite (embedded, in the data dir)",
     );
     ctl = await startController(dataDir, 0, profDir, storeArgs);

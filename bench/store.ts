@@ -12,8 +12,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pg from "pg";
 import { isolatedEnv, TETHER_BIN } from "../tools/controller-process.ts";
-
-export type StoreKind = "sqlite" | "postgres";
+import { redactStoreUrl, storeKindOf, withDatabase, type StoreKind } from "../controller/store/store-url.ts";
 
 export interface BenchStore {
   kind: StoreKind;
@@ -27,22 +26,6 @@ export interface BenchStore {
   close(keep: boolean): Promise<void>;
 }
 
-export function storeKindOf(url: string): StoreKind | undefined {
-  if (url === "sqlite") return "sqlite";
-  if (/^postgres(ql)?:\/\//.test(url)) return "postgres";
-  return undefined;
-}
-
-export function redactUrl(url: string): string {
-  return url.replace(/\/\/([^:@/]*):[^@/]*@/, "//$1:…@");
-}
-
-/** The same server, another database. */
-function withDatabase(url: string, name: string): string {
-  const u = new URL(url);
-  u.pathname = `/${name}`;
-  return u.toString();
-}
 
 async function onServer<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 });
@@ -67,7 +50,7 @@ export async function openBenchStore(url: string, root: string, dataDir: string)
   try {
     await onServer(url, (c) => c.query(`CREATE DATABASE "${name}"`));
   } catch (e) {
-    throw new Error(`cannot create a database on ${redactUrl(url)}: ${(e as Error).message}`);
+    throw new Error(`cannot create a database on ${redactStoreUrl(url)}: ${(e as Error).message}`);
   }
   const dbUrl = withDatabase(url, name);
   // The replicas' shared KEK (PROTOCOL §8: 32 random bytes, base64, 0600 in a 0700 dir).
@@ -79,7 +62,7 @@ export async function openBenchStore(url: string, root: string, dataDir: string)
   let dropped = false;
   return {
     kind: "postgres",
-    label: redactUrl(dbUrl),
+    label: redactStoreUrl(dbUrl),
     controllerArgs: storeArgs,
     // Operator commands on a shared store keep their own files (audit log, ca.pem copy) in a
     // --data-dir of their own: here, not in a controller's data dir and not in ~/.local/state.

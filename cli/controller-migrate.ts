@@ -7,7 +7,7 @@ import { UsageError } from "./args.ts";
 import { info, out, type Command } from "./command.ts";
 import { jsonOption } from "./data-dir.ts";
 import { migratePostgres } from "../controller/store/postgres/migrations.ts";
-import { redactUrl } from "../controller/store/open-store.ts";
+import { redactStoreUrl, storeKindOf } from "../controller/store/store-url.ts";
 import { createPostgresPool } from "../controller/store/postgres/pool.ts";
 
 export const controllerMigrate: Command = {
@@ -23,17 +23,17 @@ export const controllerMigrate: Command = {
   },
   async run(args) {
     const url = args.strings.store;
-    if (!url || !/^postgres(ql)?:\/\//.test(url)) {
+    if (!url || storeKindOf(url) !== "postgres") {
       throw new UsageError("--store postgres://USER@HOST:PORT/DB is required (the embedded SQLite store migrates itself when opened)");
     }
     const pool = createPostgresPool(url, { max: 1, applicationName: "tether-migrate" });
     try {
       const { applied } = await migratePostgres(pool);
-      if (args.flags.json) out(JSON.stringify({ store: redactUrl(url), applied }));
-      else info(applied.length ? `applied migrations ${applied.join(", ")} to ${redactUrl(url)}` : `${redactUrl(url)} is up to date`);
+      if (args.flags.json) out(JSON.stringify({ store: redactStoreUrl(url), applied }));
+      else info(applied.length ? `applied migrations ${applied.join(", ")} to ${redactStoreUrl(url)}` : `${redactStoreUrl(url)} is up to date`);
       return 0;
     } catch (e) {
-      throw new Error(`cannot migrate ${redactUrl(url)}: ${(e as Error).message}`);
+      throw new Error(`cannot migrate ${redactStoreUrl(url)}: ${(e as Error).message}`);
     } finally {
       await pool.end();
     }

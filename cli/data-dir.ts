@@ -4,6 +4,7 @@ import { join, resolve } from "node:path";
 import { oneLine } from "./terminal.ts";
 import type { OptionSpec, ParsedArgs } from "./args.ts";
 import { UsageError } from "./args.ts";
+import { storeKindOf } from "../controller/store/store-url.ts";
 import { defaultConfig } from "../controller/config.ts";
 import { openControllerContext, type ControllerContext } from "../controller/context.ts";
 
@@ -31,7 +32,7 @@ export function storeTarget(args: ParsedArgs): { dataDir: string; storeUrl?: str
   const kekFile = args.strings["kek-file"] ? resolve(args.strings["kek-file"]) : undefined;
   const dataDirArg = args.strings["data-dir"];
   if (storeUrl) {
-    if (!/^postgres(ql)?:\/\//.test(storeUrl)) throw new UsageError(`--store must be sqlite or postgres://…, got "${storeArg}"`);
+    if (storeKindOf(storeUrl) !== "postgres") throw new UsageError(`--store must be sqlite or postgres://…, got "${storeArg}"`);
     if (!kekFile) throw new UsageError("--kek-file is required with a postgres:// --store");
     return { dataDir: dataDirArg ? resolve(dataDirArg) : cliStateDir(), storeUrl, kekFile };
   }

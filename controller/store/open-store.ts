@@ -6,7 +6,8 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { ExecutorCache } from "./executor-cache.ts";
 import { openSqliteStore } from "./sqlite/open.ts";
-import { openPostgresStore, redactPostgresUrl } from "./postgres/open.ts";
+import { openPostgresStore } from "./postgres/open.ts";
+import { redactStoreUrl, storeKindOf } from "./store-url.ts";
 import { AdvisoryDutyLocks } from "./postgres/duty-locks.ts";
 import { KeyEncryptor } from "./key-encryption.ts";
 import { fileExists } from "../../shared/secure-fs.ts";
@@ -65,15 +66,12 @@ export interface StoreHandle {
   close(): Promise<void>;
 }
 
-/** A store URL the factory knows, or a clear refusal. */
-export function storeKind(url: string | undefined): "sqlite" | "postgres" {
-  if (url === undefined || url === "sqlite") return "sqlite";
-  if (/^postgres(ql)?:\/\//.test(url)) return "postgres";
-  throw new Error(`unsupported store ${JSON.stringify(redactUrl(url))}: use sqlite (the default) or postgres://USER@HOST:PORT/DB`);
-}
-
 export async function openStore(config: StoreConfig): Promise<StoreHandle> {
-  if (storeKind(config.url) === "postgres") return openShared(config.url!, config);
+  const kind = storeKindOf(config.url);
+  if (kind === undefined) {
+    throw new Error(`unsupported store ${JSON.stringify(redactStoreUrl(config.url!))}: use sqlite (the default) or postgres://USER@HOST:PORT/DB`);
+  }
+  if (kind === "postgres") return openShared(config.url!, config);
   const backend = await openSqliteStore(config);
   return {
     ...backend,
@@ -145,5 +143,3 @@ async function checkKek(cas: CaStore, jwtKeys: JwtKeyStore, kekFile: string, kek
   }
 }
 
-/** A store URL fit for messages: no password, whether in the authority or in `?password=`. */
-export const redactUrl = redactPostgresUrl;

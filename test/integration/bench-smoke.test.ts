@@ -7,7 +7,8 @@
 import { describe, expect, it } from "vitest";
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import pg from "pg";
+import { postgresAdminUrl, postgresAvailable, withAdmin } from "../support/postgres.ts";
+import { redactStoreUrl } from "../../controller/store/store-url.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const KEYS = [
@@ -25,23 +26,9 @@ const REVOCATION_KEYS = ["revocation_propagation_ms_p50", "revocation_propagatio
 const SMOKE = ["--executors", "50", "--duration", "2", "--jwt-ttl", "10", "--heartbeat-interval", "2", "--json"];
 
 /** The test server (.ci/run exports it); the bench makes a database of its own there and drops it. */
-const POSTGRES_URL = process.env.TETHER_TEST_POSTGRES_URL || "postgres://postgres@127.0.0.1:5432/postgres";
-
-async function postgresAnswers(): Promise<boolean> {
-  const client = new pg.Client({ connectionString: POSTGRES_URL, connectionTimeoutMillis: 2_000, query_timeout: 2_000 });
-  client.on("error", () => undefined);
-  try {
-    await client.connect();
-    await client.query("SELECT 1");
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
-const postgres = await postgresAnswers();
-if (!postgres) console.log(`PostgreSQL not reachable at ${POSTGRES_URL.replace(/:[^:@/]*@/, ":…@")}: skipping the bench smoke on PostgreSQL`);
+const POSTGRES_URL = postgresAdminUrl();
+const postgres = await postgresAvailable();
+if (!postgres) console.log(`PostgreSQL not reachable at ${redactStoreUrl(POSTGRES_URL)}: skipping the bench smoke on PostgreSQL`);
 
 function lastJson(stdout: string): Record<string, unknown> {
   return JSON.parse(stdout.trim().split("\n").at(-1)!) as Record<string, unknown>;
@@ -103,12 +90,6 @@ describe("npm run bench (smoke)", () => {
     // The run's own database is gone afterwards.
     const db = /database (postgres:\/\/\S+\/(tether_bench_[0-9a-f]+))/.exec(r.stderr)?.[2];
     expect(db).toBeDefined();
-    const client = new pg.Client({ connectionString: POSTGRES_URL });
-    await client.connect();
-    try {
-      expect((await client.query("SELECT 1 FROM pg_database WHERE datname = $1", [db])).rowCount).toBe(0);
-    } finally {
-      await client.end();
-    }
+    expect((await withAdmin((c) => c.query("SELECT 1 FROM pg_database WHERE datname = $1", [db]))).rowCount).toBe(0);
   }, 60_000);
 });

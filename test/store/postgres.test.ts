@@ -13,7 +13,8 @@ import { KeyEncryptor } from "../../controller/store/key-encryption.ts";
 import { PostgresChangeFeed } from "../../controller/store/postgres/change-feed.ts";
 import { LEASE_CANDIDATES_SQL } from "../../controller/store/postgres/dispatch.ts";
 import { LATEST_SCHEMA_VERSION, migratePostgres, SchemaTooNewError } from "../../controller/store/postgres/migrations.ts";
-import { openPostgresStore, redactPostgresUrl, type PostgresStoreHandle } from "../../controller/store/postgres/open.ts";
+import { openPostgresStore, type PostgresStoreHandle } from "../../controller/store/postgres/open.ts";
+import { redactStoreUrl } from "../../controller/store/store-url.ts";
 import { isPostgresOutage } from "../../controller/store/postgres/outage.ts";
 import { createPostgresPool } from "../../controller/store/postgres/pool.ts";
 import type { NewCa } from "../../controller/store/trust-types.ts";
@@ -111,7 +112,7 @@ describePostgres("postgres store", () => {
         const e = await openPostgresStore({ url: "postgres://u:pw-secret@127.0.0.1:1/nope", keys: kek, create: true }).then(() => undefined, (x: Error) => x);
         expect(e?.message).toMatch(/^cannot reach PostgreSQL at postgres:\/\/u:…@127\.0\.0\.1:1\/nope/);
         expect(e?.message).not.toContain("pw-secret");
-        expect(redactPostgresUrl("postgres://db/x?user=a&password=p&x=1")).toBe("postgres://db/x?user=a&password=…&x=1");
+        expect(redactStoreUrl("postgres://db/x?user=a&password=p&x=1")).toBe("postgres://db/x?user=a&password=…&x=1");
       });
     });
 

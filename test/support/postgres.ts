@@ -15,6 +15,7 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { describe } from "vitest";
+import { redactStoreUrl, withDatabase } from "../../controller/store/store-url.ts";
 
 export function postgresAdminUrl(): string {
   return process.env.TETHER_TEST_POSTGRES_URL || "postgres://postgres@127.0.0.1:5432/postgres";
@@ -22,13 +23,7 @@ export function postgresAdminUrl(): string {
 
 /** A connection string for another database of the same server. */
 export function databaseUrl(name: string, base = postgresAdminUrl()): string {
-  const u = new URL(base);
-  u.pathname = `/${name}`;
-  return u.toString();
-}
-
-function redact(url: string): string {
-  return url.replace(/\/\/([^:@/]*):[^@/]*@/, "//$1:…@");
+  return withDatabase(base, name);
 }
 
 let available: Promise<boolean> | undefined;
@@ -80,7 +75,7 @@ export async function freshDatabase(): Promise<{ name: string; url: string; drop
 }
 
 const reachable = await postgresAvailable();
-if (!reachable) console.log(`PostgreSQL not reachable at ${redact(postgresAdminUrl())}: skipping its tests`);
+if (!reachable) console.log(`PostgreSQL not reachable at ${redactStoreUrl(postgresAdminUrl())}: skipping its tests`);
 
 /** `describe` where a PostgreSQL server answers, `describe.skip` (with one line saying so) where none does. */
 export const describePostgres = reachable ? describe : describe.skip;

@@ -4,6 +4,7 @@
  * lost database answers 503 UNAVAILABLE, and the change feed when `listen`. The URL's
  * password never appears in an error message.
  */
+import { redactStoreUrl } from "../store-url.ts";
 import type pg from "pg";
 import type { ChangeFeed } from "../changes.ts";
 import type { KeyEncryptor } from "../key-encryption.ts";
@@ -48,13 +49,8 @@ export interface PostgresStoreHandle {
   close(): Promise<void>;
 }
 
-/** The URL without its password (in the user info or as a parameter), for messages and logs. */
-export function redactPostgresUrl(url: string): string {
-  return url.replace(/\/\/([^:@/?#]*):[^@/?#]*@/, "//$1:…@").replace(/([?&]password=)[^&#]*/gi, "$1…");
-}
-
 export async function openPostgresStore(config: PostgresStoreConfig): Promise<PostgresStoreHandle> {
-  const where = redactPostgresUrl(config.url);
+  const where = redactStoreUrl(config.url);
   const pool = createPostgresPool(config.url, { max: config.poolMax, onIdleError: config.onOutage });
   try {
     await prepareSchema(pool, config.create, where);
