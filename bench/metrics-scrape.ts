@@ -5,13 +5,15 @@
  * the request hooks, the counters and the scrape-time gauges cost the controller.
  */
 import { request } from "node:http";
+import { freePort } from "../tools/free-port.ts";
+import { log } from "./harness.ts";
 
-export interface Scraper {
+interface Scraper {
   /** Scrapes made and failed, and the last exposition's size. */
   stop(): { scrapes: number; failures: number; lastBytes: number };
 }
 
-export function startScraper(port: number, everyMs = 1000): Scraper {
+function startScraper(port: number, everyMs: number): Scraper {
   let scrapes = 0;
   let failures = 0;
   let lastBytes = 0;
@@ -36,6 +38,29 @@ export function startScraper(port: number, everyMs = 1000): Scraper {
     stop() {
       clearInterval(timer);
       return { scrapes, failures, lastBytes };
+    },
+  };
+}
+
+/** `--metrics` for a run: the controller's extra arguments, the scraper, and its figures for the JSON. */
+export async function benchMetrics(enabled: boolean): Promise<{
+  controllerArgs: string[];
+  start(): void;
+  result(): Record<string, number | string>;
+}> {
+  const port = enabled ? await freePort() : 0;
+  let scraper: Scraper | undefined;
+  return {
+    controllerArgs: enabled ? ["--metrics-listen", `127.0.0.1:${port}`] : [],
+    start() {
+      if (!enabled) return;
+      scraper = startScraper(port, 5000);
+      log(`metrics on http://127.0.0.1:${port}/metrics, scraped every 5 s (--metrics)`);
+    },
+    result(): Record<string, number | string> {
+      if (!scraper) return { metrics: "off" };
+      const { scrapes, failures } = scraper.stop();
+      return { metrics: "on", metrics_scrapes: scrapes, metrics_scrape_failures: failures };
     },
   };
 }

@@ -37,8 +37,7 @@ import {
 import { options } from "./options.ts";
 import { openLoop as openLoopPhase } from "./latency.ts";
 import { rotationPhase } from "./rotation.ts";
-import { startScraper, type Scraper } from "./metrics-scrape.ts";
-import { freePort } from "../tools/free-port.ts";
+import { benchMetrics } from "./metrics-scrape.ts";
 import { restartStorm } from "./storm.ts";
 import { revocationPhase } from "./revocation.ts";
 import { openBenchStore, tetherCli, type BenchStore } from "./store.ts";
@@ -57,7 +56,6 @@ async function main(): Promise<Record<string, number | string>> {
   if (profDir) mkdirSync(profDir, { recursive: true });
   let ctl: ControllerProcess | undefined;
   let store: BenchStore | undefined;
-  let scraper: Scraper | undefined;
   let workers: GenWorker[] = [];
   const cleanup = async () => {
     await Promise.all(workers.map((w) => w.call("shutdown").catch(() => {})));
@@ -88,8 +86,8 @@ async function main(): Promise<Record<string, number | string>> {
         `rotation phase ${options.ROTATION ? "on" : "off (--no-rotation)"}`,
     );
     store = await openBenchStore(options.STORE_URL, root, dataDir);
-    const metricsPort = options.METRICS ? await freePort() : 0;
-    const storeArgs = [...store.controllerArgs, ...(options.METRICS ? ["--metrics-listen", `127.0.0.1:${metricsPort}`] : [])];
+    const metrics = await benchMetrics(options.METRICS);
+    const storeArgs = [...store.controllerArgs, ...metrics.controllerArgs];
     log(
       store.kind === "postgres"
         ? `store: PostgreSQL, database ${store.label} made for this run on ${redactStoreUrl(options.STORE_URL)}${options.keep ? " (kept: --keep)" : " (dropped at the end)"}`
@@ -98,10 +96,7 @@ async function main(): Promise<Record<string, number | string>> {
     ctl = await startController(dataDir, 0, profDir, storeArgs);
     const port = ctl.port;
     log(`controller pid ${ctl.pid} listening on ${ctl.url}${profDir ? ` (cpu profiles → ${profDir})` : ""}`);
-    if (options.METRICS) {
-      scraper = startScraper(metricsPort, 5000);
-      log(`metrics on http://127.0.0.1:${metricsPort}/metrics, scraped every 5 s (--metrics)`);
-    }
+    metrics.start();
     const token = tetherCli(store, ["token", "create", "--uses", String(N), "--ttl", "2h"]);
     const caPem = readFileSync(join(dataDir, "ca.pem"), "utf8");
 
@@ -294,8 +289,7 @@ async function main(): Promise<Record<string, number | string>> {
 
     const result: Record<string, number | string> = {
       store: store.kind,
-      metrics: options.METRICS ? "on" : "off",
-      ...(scraper ? (({ scrapes, failures }) => ({ metrics_scrapes: scrapes, metrics_scrape_failures: failures }))(scraper.stop()) : {}),
+      ...metrics.result(),
       executors: executorsConnected,
       executors_requested: N,
       heartbeat_per_s: round(hbPerS, 0),
