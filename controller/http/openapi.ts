@@ -17,6 +17,7 @@ import swagger, { type FastifyDynamicSwaggerOptions, type SwaggerTransform } fro
 import type { FastifyBaseLogger, FastifyInstance, FastifySchema, RawReplyDefaultExpression, RawRequestDefaultExpression, RawServerBase, RouteOptions } from "fastify";
 import { readFileSync } from "node:fs";
 import { Type } from "typebox";
+import { HMAC_ALGORITHM, MAX_SKEW_MS, NONCE_RETENTION_MS, SIGNATURE_PREFIX, signatureFor } from "../../shared/hmac.ts";
 import { ROLES } from "../../shared/wire/operator.ts";
 import { AnyObject, ErrorBody } from "../../shared/wire/parts.ts";
 import { isCapability, roleHas } from "../domain/capabilities.ts";
@@ -27,6 +28,18 @@ export const OPENAPI_PATH = "/openapi.json";
 
 const ERROR_REF = { $ref: "#/components/schemas/Error" };
 const VERSION = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version;
+
+/**
+ * The request signature as the one signer (shared/hmac.ts) defines it: its constants, and
+ * a test vector computed by it, so the description cannot drift from what is verified.
+ */
+const HMAC_VECTOR = {
+  key: Uint8Array.from({ length: 32 }, (_, i) => i),
+  request: {
+    method: "POST", target: "/v1/executors/ex_test01/heartbeat", executorId: "ex_test01", timestamp: "1767225600000",
+    nonce: "n0nce-AAAAAAAAAAAAAAAA", body: '{"status":"ready","running":0,"capacity":4,"leases":[]}',
+  },
+};
 
 const HMAC_HEADER_NOTE =
   "Computed per request with the `hmac_key` from `/register` (PROTOCOL §3.2 step 3); the three " +
@@ -54,26 +67,26 @@ const SECURITY_SCHEMES = {
     type: "apiKey",
     in: "header",
     name: "X-Tether-Timestamp",
-    description: `Unix time in milliseconds; more than 300 s from the server's clock → \`401 CLOCK_SKEW\` (with \`server_time\`). ${HMAC_HEADER_NOTE}`,
+    description: `Unix time in milliseconds; more than ${MAX_SKEW_MS / 1000} s from the server's clock → \`401 CLOCK_SKEW\` (with \`server_time\`). ${HMAC_HEADER_NOTE}`,
   },
   hmacNonce: {
     type: "apiKey",
     in: "header",
     name: "X-Tether-Nonce",
-    description: `16–64 characters of \`[A-Za-z0-9_-]\`, new for every request; one this executor used in the last 600 s → \`409 NONCE_REPLAY\`. ${HMAC_HEADER_NOTE}`,
+    description: `16–64 characters of \`[A-Za-z0-9_-]\`, new for every request; one this executor used in the last ${NONCE_RETENTION_MS / 1000} s → \`409 NONCE_REPLAY\`. ${HMAC_HEADER_NOTE}`,
   },
   hmacSignature: {
     type: "apiKey",
     in: "header",
     name: "X-Tether-Signature",
     description:
-      "`v1=` + lowercase hex HMAC-SHA256, keyed with the 32 bytes of `hmac_key` (base64url), of these seven " +
-      "lines joined by `\\n` (no trailing newline): `TETHER-HMAC-SHA256`, the method in upper case, the " +
+      `\`${SIGNATURE_PREFIX}\` + lowercase hex HMAC-SHA256, keyed with the 32 bytes of \`hmac_key\` (base64url), of these seven ` +
+      `lines joined by \`\\n\` (no trailing newline): \`${HMAC_ALGORITHM}\`, the method in upper case, the ` +
       "request target exactly as sent (path and `?query`), the executor id, `X-Tether-Timestamp`, " +
       "`X-Tether-Nonce`, the lowercase hex SHA-256 of the raw body bytes (of the empty string without a body). " +
-      "Test vector: key bytes 0x00…0x1f, `POST /v1/executors/ex_test01/heartbeat`, timestamp `1767225600000`, " +
-      'nonce `n0nce-AAAAAAAAAAAAAAAA`, body `{"status":"ready","running":0,"capacity":4,"leases":[]}` → ' +
-      "`v1=f190113f0f1aaa71b61477fe1039849619a83ef988d95f417468a0e6ba832509`. Wrong → `401 SIGNATURE_INVALID`.",
+      `Test vector: key bytes 0x00…0x1f, \`${HMAC_VECTOR.request.method} ${HMAC_VECTOR.request.target}\`, timestamp \`${HMAC_VECTOR.request.timestamp}\`, ` +
+      `nonce \`${HMAC_VECTOR.request.nonce}\`, body \`${HMAC_VECTOR.request.body}\` → ` +
+      `\`${signatureFor(HMAC_VECTOR.key, HMAC_VECTOR.request)}\`. Wrong → \`401 SIGNATURE_INVALID\`.`,
   },
   apiToken: {
     type: "http",
