@@ -111,7 +111,10 @@ export interface JwtKeyStore {
   /** Every key of the ring (next, active, retired still published), oldest first. */
   jwtKeys(): Promise<JwtKeyRecord[]>;
   jwtPrivateKey(kid: string): Promise<Buffer>;
-  /** As insertCa: `active` only for the first key, `onlyIfEmpty` makes a bootstrap race end with one. */
+  /**
+   * As insertCa: `active` only for the first key, `onlyIfEmpty` makes a bootstrap race end
+   * with one, and refused (false) when a key in that state exists: one next key, one active.
+   */
   insertJwtKey(k: NewJwtKey, opts: { state: "next" | "active"; onlyIfEmpty?: boolean }): Promise<boolean>;
   /** next → active and the active one → retired, atomically; false when `kid` is not next. */
   promoteJwtKey(kid: string, now: number): Promise<boolean>;

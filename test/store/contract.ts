@@ -12,7 +12,7 @@ import type { StoreHandle } from "../../controller/store/open-store.ts";
 import type { LeaseRequest, NewTask, TaskStore } from "../../controller/store/task-types.ts";
 import type { ApiTokenRecord, Store } from "../../controller/store/types.ts";
 import type { CaFingerprint, CertThumbprint } from "../../shared/fingerprint.ts";
-import type { NewCa } from "../../controller/store/trust-types.ts";
+import type { NewCa, NewJwtKey } from "../../controller/store/trust-types.ts";
 import { executorLiveness, notSuspectSince, offlineBefore } from "../../controller/domain/liveness.ts";
 /** Stores keep certificate thumbprints opaque; short stand-ins keep these tests readable. */
 const tp = (s: string) => s as CertThumbprint;
@@ -483,6 +483,25 @@ export function storeContract(name: string, freshBackend: () => Promise<Contract
       });
     });
 
+    describe("the JWT key ring", () => {
+      it("holds one active and one next key: a second of either is refused (false), also when handles race", async () => {
+        const b = await another();
+        expect(await a.jwtKeys.insertJwtKey(newJwtKey("kid_a"), { state: "active", onlyIfEmpty: true })).toBe(true);
+        expect(await b.jwtKeys.insertJwtKey(newJwtKey("kid_a2"), { state: "active" })).toBe(false);
+        const raced = await Promise.all(
+          Array.from({ length: 6 }, (_, i) => (i % 2 ? b : a).jwtKeys.insertJwtKey(newJwtKey(`kid_n${i}`), { state: "next" })),
+        );
+        expect(raced.filter(Boolean)).toHaveLength(1);
+        const ring = await b.jwtKeys.jwtKeys();
+        expect(ring.map((k) => k.state).sort()).toEqual(["active", "next"]);
+        // After a promotion the slot for a next key is free again.
+        const next = ring.find((k) => k.state === "next")!;
+        expect(await a.jwtKeys.promoteJwtKey(next.kid, T0 + MIN)).toBe(true);
+        expect(await b.jwtKeys.insertJwtKey(newJwtKey("kid_n_after"), { state: "next" })).toBe(true);
+        expect((await a.jwtKeys.jwtKeys()).map((k) => k.state).sort()).toEqual(["active", "next", "retired"]);
+      });
+    });
+
     describe("the CA set", () => {
       it("racing bootstraps (onlyIfEmpty) through two handles end with exactly one active CA", async () => {
         const b = await another();
@@ -611,6 +630,10 @@ export function storeContract(name: string, freshBackend: () => Promise<Contract
 const keyOf = (id: string) => Buffer.from(createHash("sha256").update(id).digest());
 
 /** A CA as the store sees it: opaque PEM and fingerprint strings, distinct per id. */
+function newJwtKey(kid: string): NewJwtKey {
+  return { kid, signsFrom: T0, publicKey: Buffer.from(`pub-${kid}`), privateKey: Buffer.from(`priv-${kid}`), now: T0 };
+}
+
 function newCa(id: string, crossCertPem: string | null = null): NewCa {
   return {
     id, certPem: `cert-${id}`, fingerprint: `fp-${id}` as CaFingerprint, keyType: "ed25519", notBefore: T0 - MIN, notAfter: T0 + 600 * MIN,

@@ -159,18 +159,11 @@ export class JwtKeyRing implements JwtKeys {
     await this.reload();
   }
 
-  /** false when another process won the race (the ring is reloaded either way). */
+  /** false when another process won the race — published a key in that state first (the ring is reloaded either way). */
   private async insert(pair: JwtKeyPair, state: "next" | "active", now: number, onlyIfEmpty: boolean): Promise<boolean> {
-    try {
-      // A first (active) key signs at once; a next key once it has been published for one JWT lifetime.
-      const signsFrom = state === "active" ? now : now + this.settings.jwtTtlSeconds * 1000;
-      return await this.store.insertJwtKey({ kid: pair.kid, publicKey: spkiOf(pair), privateKey: pkcs8Of(pair), now, signsFrom }, { state, onlyIfEmpty });
-    } catch (e) {
-      // Another process published a next key at the same moment: one next key per ring is a constraint.
-      const code = (e as { code?: string }).code;
-      if (code === "SQLITE_CONSTRAINT_UNIQUE" || code === "23505") return false; // SQLite, PostgreSQL unique_violation
-      throw e;
-    }
+    // A first (active) key signs at once; a next key once it has been published for one JWT lifetime.
+    const signsFrom = state === "active" ? now : now + this.settings.jwtTtlSeconds * 1000;
+    return this.store.insertJwtKey({ kid: pair.kid, publicKey: spkiOf(pair), privateKey: pkcs8Of(pair), now, signsFrom }, { state, onlyIfEmpty });
   }
 
   /** Picks up what other processes changed (every replica; the schedule is `tick`'s, on one). */

@@ -55,6 +55,7 @@ export class PostgresJwtKeyStore implements JwtKeyStore {
     return inTransaction(this.pool, async (tx) => {
       await lockRing(tx);
       if (opts.onlyIfEmpty && (await tx.query(`SELECT 1 FROM jwt_keys LIMIT 1`)).rowCount) return false;
+      if ((await tx.query(`SELECT 1 FROM jwt_keys WHERE state = $1 LIMIT 1`, [opts.state])).rowCount) return false;
       await tx.query(
         `INSERT INTO jwt_keys (kid, state, public_key, private_key_enc, created_at, signs_from, activated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)`,

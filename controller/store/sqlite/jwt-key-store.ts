@@ -28,6 +28,7 @@ export class SqliteJwtKeyStore implements JwtKeyStore {
     this.s = {
       list: db.prepare<[], JwtKeyRow>(`SELECT * FROM jwt_keys ORDER BY created_at, kid`),
       any: db.prepare<[], 1>(`SELECT 1 FROM jwt_keys LIMIT 1`).pluck(),
+      inState: db.prepare<[state: JwtKeyState], 1>(`SELECT 1 FROM jwt_keys WHERE state = ? LIMIT 1`).pluck(),
       privateKey: db.prepare<[kid: string], Buffer>(`SELECT private_key_enc FROM jwt_keys WHERE kid = ?`).pluck(),
       insert: db.prepare<{ kid: string; state: JwtKeyState; publicKey: Buffer; privateKeyEnc: Buffer; now: number; signsFrom: number; activatedAt: number | null }>(
         `INSERT INTO jwt_keys (kid, state, public_key, private_key_enc, created_at, signs_from, activated_at)
@@ -55,6 +56,7 @@ export class SqliteJwtKeyStore implements JwtKeyStore {
     return durably(this.db, () =>
       this.db.transaction(() => {
         if (opts.onlyIfEmpty && this.s.any.get()) return false;
+        if (this.s.inState.get(opts.state)) return false;
         this.s.insert.run({
           kid: k.kid, state: opts.state, publicKey: k.publicKey, privateKeyEnc, now: k.now, signsFrom: k.signsFrom,
           activatedAt: opts.state === "active" ? k.now : null,
