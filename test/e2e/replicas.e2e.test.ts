@@ -36,7 +36,12 @@ describePostgres("replicas on PostgreSQL (e2e)", () => {
   const work = tempDir();
 
   const storeArgs = () => ["--store", db.url, "--kek-file", kek];
-  const replica = (dataDir?: string) => startController({ dataDir, heartbeat: "1s", args: [...storeArgs(), "--log-level", "info"] });
+  const replica = async (dataDir?: string) => {
+    const c = await startController({ dataDir, heartbeat: "1s", args: [...storeArgs(), "--log-level", "info"] });
+    // Printed after the "listening" line the harness waits for: under load it can arrive later.
+    await c.proc.waitFor(/CA fingerprint SHA256:[0-9A-F:]{95}/, "the controller to print its CA fingerprint");
+    return c;
+  };
   const fingerprint = (c: Controller) => /CA fingerprint (SHA256:[0-9A-F:]+)/.exec(c.proc.stderr())?.[1];
 
   /** The operator API of one replica, with the admin token. */
