@@ -72,7 +72,9 @@ describe("ExecutorJwt", () => {
     const k = await keys();
     const j = new ExecutorJwt(singleKey(k), "tether.local", 60);
     const { jwt } = j.mint("ex_a", 1, FP);
-    j.verify(jwt.slice(0, -2) + "AA", { sub: "ex_a", thumbprint: FP });
+    // Change one signature character for certain: a fixed "AA" ending equals the real one about once in 256 runs.
+    const tampered = jwt.slice(0, -2) + (jwt.at(-2) === "A" ? "B" : "A") + jwt.at(-1);
+    expect(j.verify(tampered, { sub: "ex_a", thumbprint: FP }).ok).toBe(false);
     expect(j.cacheSize).toBe(0);
     j.verify(jwt, { sub: "ex_a", thumbprint: FP });
     expect(j.cacheSize).toBe(1);
