@@ -46,9 +46,11 @@ export async function startController(config: ControllerConfig): Promise<Running
   // WAL checkpoints (with their fsync) off the event loop, or heartbeats stall behind them.
   const storeBackground = {
     checkpointIntervalMs: 500,
+    // Liveness is judged at 3 and 6 intervals: a plain last-seen refresh may wait half of one.
+    deferLastSeenMs: Math.min(5_000, (config.heartbeatIntervalSeconds * 1000) / 2),
     onError: (message: string) => {
-      if (app) app.log.error({ message }, "background WAL checkpoint failed");
-      else process.stderr.write(`background WAL checkpoint failed: ${message}\n`);
+      if (app) app.log.error({ message }, "background store work failed");
+      else process.stderr.write(`background store work failed: ${message}\n`);
     },
     onOutage: (message: string) => app?.log.error({ message }, "store unavailable: answering 503 UNAVAILABLE"),
     onStoreError: metrics && (() => metrics.storeError()),

@@ -1,14 +1,14 @@
 /**
- * Keeps decrypted HMAC keys — and, on a shared store, executors' auth state — in memory
- * in front of any Store: the guard chain asks for both on every executor request, and
+ * Keeps decrypted HMAC keys and executors' auth state in memory in front of any Store: the guard chain asks for both on every executor request, and
  * reading (plus decrypting) each time costs more than the rest of the check. Changes
  * made through this process pass through here and evict; another replica's arrive on
  * the change feed and evict; while the feed is not live the cache steps aside and every
  * request reads the store (ARCHITECTURE: caches never weaken a guarantee).
  *
- * The auth state (revocation, epoch, certificates, drain) is cached only with
- * `authState: true` — the PostgreSQL store, where every writer notifies. On the embedded
- * store the CLI revokes from another process without a feed, so it is read every time.
+ * The feeds: on PostgreSQL every writer notifies and the feed is live while its
+ * listening connection answers probes; on SQLite the feed is `PRAGMA data_version`,
+ * asked before every answer from memory, and another process's commit (the CLI revoking
+ * on --data-dir) drops everything — so a revocation counts at the next request either way.
  */
 import { LocalChangeFeed, type ChangeFeed } from "./changes.ts";
 import type {
@@ -23,18 +23,34 @@ import type {
 } from "./types.ts";
 import type { CertThumbprint } from "../../shared/fingerprint.ts";
 import type { LivenessBounds } from "./counts.ts";
+import { LastSeenCoalescer } from "./last-seen-coalescer.ts";
+
+export interface ExecutorCacheOptions {
+  /** A running controller defers plain last-seen refreshes this long at most (last-seen-coalescer.ts); absent: every heartbeat is written at once. */
+  deferLastSeenMs?: number;
+  onDeferredWriteError?: (e: unknown) => void;
+}
 
 export class ExecutorCache implements Store {
   private readonly keys = new Map<string, HmacKeys>();
   private readonly auth = new Map<string, ExecutorAuthState>();
   /** Raised by every eviction: a read that began before one must not fill the cache. */
   private generation = 0;
+  private readonly lastSeen: LastSeenCoalescer | undefined;
 
   constructor(
     private readonly inner: Store,
     private readonly feed: ChangeFeed = new LocalChangeFeed(),
-    private readonly opts: { authState?: boolean } = {},
+    opts: ExecutorCacheOptions = {},
   ) {
+    if (opts.deferLastSeenMs !== undefined && opts.deferLastSeenMs > 0) {
+      this.lastSeen = new LastSeenCoalescer({
+        deferMs: opts.deferLastSeenMs,
+        tickMs: Math.max(10, Math.min(250, Math.floor(opts.deferLastSeenMs / 4))),
+        write: (id, h) => inner.recordHeartbeat(id, h.status, h.now, h.version ?? undefined),
+        onError: opts.onDeferredWriteError,
+      });
+    }
     feed.subscribe((c) => {
       if (c.kind === "executor") this.evict(c.id);
     });
@@ -62,7 +78,7 @@ export class ExecutorCache implements Store {
   }
 
   getExecutorAuth(id: string): Promise<ExecutorAuthState | undefined> {
-    if (!this.opts.authState || !this.feed.live()) return this.inner.getExecutorAuth(id);
+    if (!this.feed.live()) return this.inner.getExecutorAuth(id);
     const cached = this.auth.get(id);
     // A copy: the guard chain marks a confirmed certificate on the object it gets.
     if (cached) return Promise.resolve({ ...cached });
@@ -105,17 +121,22 @@ export class ExecutorCache implements Store {
   listApiTokens() { return this.inner.listApiTokens(); }
   revokeApiToken(id: string, now: number) { return this.inner.revokeApiToken(id, now); }
   touchApiToken(id: string, ip: string, now: number) { return this.inner.touchApiToken(id, ip, now); }
-  getExecutor(id: string) { return this.inner.getExecutor(id); }
-  listExecutors() { return this.inner.listExecutors(); }
+  // Reads of executors see every heartbeat this process took, deferred ones included.
+  async getExecutor(id: string) { await this.lastSeen?.flush(); return this.inner.getExecutor(id); }
+  async listExecutors() { await this.lastSeen?.flush(); return this.inner.listExecutors(); }
+  async executorCounts(bounds: LivenessBounds) { await this.lastSeen?.flush(); return this.inner.executorCounts(bounds); }
   recordHeartbeat(id: string, status: ExecutorRunStatus, now: number, trustBundleVersion?: number) {
+    if (this.lastSeen) return this.lastSeen.record(id, { status, now, version: trustBundleVersion ?? null });
     return this.inner.recordHeartbeat(id, status, now, trustBundleVersion);
   }
   rememberNonce(executorId: string, nonce: string, expiresAt: number) { return this.inner.rememberNonce(executorId, nonce, expiresAt); }
   pruneNonces(now: number) { return this.inner.pruneNonces(now); }
-  executorCounts(bounds: LivenessBounds) { return this.inner.executorCounts(bounds); }
   nonceCount() { return this.inner.nonceCount(); }
   ping() { return this.inner.ping(); }
   readSettings() { return this.inner.readSettings(); }
   writeSettings(values: Record<string, string>, now: number) { return this.inner.writeSettings(values, now); }
-  close() { return this.inner.close(); }
+  async close() {
+    await this.lastSeen?.close();
+    return this.inner.close();
+  }
 }

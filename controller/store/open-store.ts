@@ -4,14 +4,14 @@
  */
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
-import { ExecutorCache } from "./executor-cache.ts";
+import { ExecutorCache, type ExecutorCacheOptions } from "./executor-cache.ts";
 import { openSqliteStore } from "./sqlite/open.ts";
 import { openPostgresStore } from "./postgres/open.ts";
 import { redactStoreUrl, storeKindOf } from "./store-url.ts";
 import { AdvisoryDutyLocks } from "./postgres/duty-locks.ts";
 import { KeyEncryptor } from "./key-encryption.ts";
 import { fileExists } from "../../shared/secure-fs.ts";
-import { LocalChangeFeed, SoleProcessDuties, type ChangeFeed, type Duty, type DutyLocks } from "./changes.ts";
+import { SoleProcessDuties, type ChangeFeed, type Duty, type DutyLocks } from "./changes.ts";
 import type { TaskStore } from "./task-types.ts";
 import type { CaStore, JwtKeyStore } from "./trust-types.ts";
 import type { Store } from "./types.ts";
@@ -34,6 +34,8 @@ export interface StoreBackground {
   onDuties?: (held: Duty[], reason: string) => void;
   /** How often a replica tries for duties another one held (PostgreSQL; default 5 s). */
   dutyRetryMs?: number;
+  /** Plain last-seen refreshes are written this late at most (last-seen-coalescer.ts); 0 or absent: at once. */
+  deferLastSeenMs?: number;
 }
 
 export interface StoreConfig {
@@ -75,9 +77,17 @@ export async function openStore(config: StoreConfig): Promise<StoreHandle> {
   const backend = await openSqliteStore(config);
   return {
     ...backend,
-    store: new ExecutorCache(backend.store),
-    changes: new LocalChangeFeed(),
+    // Another process's commit moves PRAGMA data_version: checked before every answer from the cache.
+    store: new ExecutorCache(backend.store, backend.changes, cacheOptions(config.background)),
     duties: new SoleProcessDuties(),
+  };
+}
+
+/** Only a running controller defers heartbeat refreshes; a CLI command writes what it writes at once. */
+function cacheOptions(background: StoreBackground | undefined): ExecutorCacheOptions {
+  return {
+    deferLastSeenMs: background?.deferLastSeenMs,
+    onDeferredWriteError: background && ((e) => background.onError(`deferred heartbeat writes failed (retried): ${(e as Error)?.message ?? e}`)),
   };
 }
 
@@ -111,7 +121,7 @@ async function openShared(url: string, config: StoreConfig): Promise<StoreHandle
   }
   return {
     // Every writer to the shared store notifies: the auth state may be cached too (evicted within ms).
-    store: new ExecutorCache(backend.store, backend.changes, { authState: true }),
+    store: new ExecutorCache(backend.store, backend.changes, cacheOptions(config.background)),
     tasks: backend.tasks,
     cas: backend.cas,
     jwtKeys: backend.jwtKeys,

@@ -101,13 +101,14 @@ export async function acquire(pool: pg.Pool): Promise<pg.PoolClient> {
 export const ignore = (): void => undefined;
 
 /** One statement (an implicit transaction of its own). */
-export function run<R extends pg.QueryResultRow = pg.QueryResultRow>(pool: pg.Pool, text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
+export function run<R extends pg.QueryResultRow = pg.QueryResultRow>(pool: pg.Pool, text: string, values?: unknown[], name?: string): Promise<pg.QueryResult<R>> {
   return retrying(async () => {
     const client = await acquire(pool);
     client.on("error", ignore);
     let failure: Error | undefined;
     try {
-      return await client.query<R>(text, values);
+      // A name makes it a prepared statement on each pooled connection: parsed and planned once there.
+      return await (name === undefined ? client.query<R>(text, values) : client.query<R>({ name, text, values }));
     } catch (e) {
       // A statement error leaves the connection usable; the pool drops one that is not.
       if (isPostgresOutage(e)) failure = e as Error;

@@ -165,7 +165,7 @@ export class PostgresStore implements Store {
     return r.rows[0] && toExecutor(r.rows[0]);
   }
   async getExecutorAuth(id: string): Promise<ExecutorAuthState | undefined> {
-    const r = await run<ExecutorAuthRow>(this.pool, `SELECT ${EXECUTOR_AUTH_COLUMNS} FROM executors WHERE id = $1`, [id]);
+    const r = await run<ExecutorAuthRow>(this.pool, `SELECT ${EXECUTOR_AUTH_COLUMNS} FROM executors WHERE id = $1`, [id], "executor_auth");
     return r.rows[0] && toExecutorAuth(r.rows[0]);
   }
   async listExecutors(): Promise<ExecutorRecord[]> {
@@ -175,7 +175,7 @@ export class PostgresStore implements Store {
   /** Decrypts on every call; a cache in front may keep them while the change feed is live. */
   async getHmacKeys(id: string): Promise<HmacKeys | undefined> {
     const r = await run<{ hmac_key_enc: Buffer; prev_hmac_key_enc: Buffer | null; prev_hmac_until: number | null }>(this.pool,
-      `SELECT hmac_key_enc, prev_hmac_key_enc, prev_hmac_until FROM executors WHERE id = $1`, [id]);
+      `SELECT hmac_key_enc, prev_hmac_key_enc, prev_hmac_until FROM executors WHERE id = $1`, [id], "executor_hmac_keys");
     const row = r.rows[0];
     if (!row) return undefined;
     const what = `the HMAC key of executor ${id}`;
@@ -263,7 +263,7 @@ export class PostgresStore implements Store {
       `INSERT INTO nonces (executor_id, nonce, expires_at)
        SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
        ON CONFLICT DO NOTHING RETURNING executor_id, nonce`,
-      [executors, nonces, expiries]);
+      [executors, nonces, expiries], "insert_nonces");
     const inserted = new Set(r.rows.map((row) => `${row.executor_id}\0${row.nonce}`));
     return items.map((w, i) => {
       const key = `${w.executorId}\0${w.nonce}`;
@@ -289,7 +289,7 @@ export class PostgresStore implements Store {
          trust_bundle_version = GREATEST(COALESCE(e.trust_bundle_version, 0), COALESCE(v.version, 0))
        FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS v(id, status, now, version)
        WHERE e.id = v.id`,
-      [rows.map((w) => w.id), rows.map((w) => w.status), rows.map((w) => w.now), rows.map((w) => w.version)]);
+      [rows.map((w) => w.id), rows.map((w) => w.status), rows.map((w) => w.now), rows.map((w) => w.version)], "record_heartbeats");
     return items.map(() => undefined);
   }
 

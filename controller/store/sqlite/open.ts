@@ -15,6 +15,7 @@ import { SqliteTaskStore } from "./sqlite-task-store.ts";
 import { SqliteCaStore } from "./ca-store.ts";
 import { SqliteJwtKeyStore } from "./jwt-key-store.ts";
 import { BACKSTOP_AUTOCHECKPOINT_PAGES, WalCheckpointer } from "./wal-checkpointer.ts";
+import { DataVersionFeed } from "./data-version-feed.ts";
 
 /** The database and the files SQLite keeps beside it. */
 export const DB_FILES = [DB_FILE, `${DB_FILE}-wal`, `${DB_FILE}-shm`];
@@ -29,7 +30,7 @@ function restrictDatabaseFiles(dataDir: string): void {
 
 export async function openSqliteStore(
   config: Pick<StoreConfig, "dataDir" | "create" | "busyTimeoutMs" | "background">,
-): Promise<Omit<StoreHandle, "changes" | "duties">> {
+): Promise<Omit<StoreHandle, "duties">> {
   const path = join(config.dataDir, DB_FILE);
   if (!config.create && !existsSync(path)) {
     throw new Error(`no controller state in ${config.dataDir} (start the controller there first, or pass the right --data-dir)`);
@@ -59,6 +60,8 @@ export async function openSqliteStore(
     tasks,
     cas,
     jwtKeys,
+    // Other processes' commits (the CLI on --data-dir) show up here (data-version-feed.ts).
+    changes: new DataVersionFeed(sqlite.db),
     async close() {
       await checkpointer?.stop();
       await sqlite.close();
