@@ -202,6 +202,8 @@ export class TaskService implements LeaseLedger {
   // ─── LeaseLedger: what the executor lifecycle tells dispatch ──────────────
 
   async heartbeat(executorId: string, epoch: number, leaseIds: string[], nowMs: number): Promise<string[]> {
+    // Most heartbeats hold no lease: nothing to extend, no store call.
+    if (leaseIds.length === 0) return [];
     return (await this.tasks.heartbeatLeases(executorId, epoch, leaseIds, nowMs + this.leaseTtlMs, nowMs)).cancel;
   }
 
