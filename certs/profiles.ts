@@ -1,10 +1,13 @@
 /** Certificate profiles: the executor client certificate (PROTOCOL §2) and the controller's server certificate. */
-import { createPublicKey, KeyObject, sign as nodeSign, webcrypto } from "node:crypto";
+import { KeyObject, sign as nodeSign, webcrypto } from "node:crypto";
 import { isIP } from "node:net";
 import { executorSpiffeId } from "../shared/protocol.ts";
 import { certThumbprint, type CertThumbprint } from "../shared/fingerprint.ts";
 import { EXECUTOR_ID_RE } from "../shared/ids.ts";
-import { x509, randomSerialHex } from "./x509.ts";
+import { x509, randomSerialHex, toPem } from "./x509.ts";
+import { certificateSpki } from "./spki.ts";
+import { issuerOf } from "./issuer.ts";
+import { executorTbs, signCertificate } from "./executor-cert.ts";
 import { generateKeyPair, privateKeyToPem, signingParams } from "./keys.ts";
 import { caKeyAlg, stripDnSpecials, type Ca } from "./ca.ts";
 
@@ -74,18 +77,14 @@ const syncSigner = {
   },
 } as unknown as Crypto;
 
-/**
- * SPKI DER of a WebCrypto public key, without a thread-pool round trip. An EC point is
- * always written uncompressed, whatever form the CSR used: RFC 5480 lets a CSR carry a
- * compressed point, but many TLS stacks and verifiers accept only the uncompressed one.
- */
+/** A certificate's SPKI for a WebCrypto public key (certs/spki.ts: an EC point always uncompressed). */
 function spkiOf(publicKey: CryptoKey): Uint8Array<ArrayBuffer> {
-  let key = KeyObject.from(publicKey as webcrypto.CryptoKey);
-  // A key read from JWK coordinates has no remembered point form: OpenSSL writes it uncompressed.
-  if (key.asymmetricKeyType === "ec") key = createPublicKey({ key: key.export({ format: "jwk" }), format: "jwk" });
-  const der = key.export({ type: "spki", format: "der" });
+  const der = certificateSpki(KeyObject.from(publicKey as webcrypto.CryptoKey));
   return new Uint8Array(der.buffer.slice(der.byteOffset, der.byteOffset + der.byteLength) as ArrayBuffer);
 }
+
+/** A certificate time holds whole seconds. */
+const wholeSeconds = (d: Date): Date => new Date(Math.floor(d.getTime() / 1000) * 1000);
 
 async function issue(
   ca: Ca,
@@ -113,26 +112,28 @@ async function issue(
   return { pem: cert.toString("pem") + "\n", der, fingerprint: certThumbprint(der), serialHex, notBefore: cert.notBefore, notAfter: cert.notAfter };
 }
 
-/** The parts of the executor profile that never change (encoded once; extensions are immutable). */
-let executorFixed: x509.Extension[] | undefined;
-function executorFixedExtensions(): x509.Extension[] {
-  return (executorFixed ??= [
-    new x509.BasicConstraintsExtension(false, undefined, true),
-    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-    new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth], false),
-  ]);
-}
-
-/** The executor client certificate, exactly as PROTOCOL §2 says; nothing from the CSR but its key. */
+/**
+ * The executor client certificate, exactly as PROTOCOL §2 says; nothing from the CSR but its
+ * key. A DER template (certs/executor-cert.ts) signed with node:crypto: no ASN.1 library and
+ * no WebCrypto round trip on the registration path.
+ */
 export async function issueExecutorCert(
   ca: Ca,
-  opts: { executorId: string; trustDomain: string; publicKey: CryptoKey; ttlSeconds: number; now?: Date },
+  opts: { executorId: string; trustDomain: string; publicKey: KeyObject | CryptoKey; ttlSeconds: number; now?: Date },
 ): Promise<IssuedCert> {
   if (!EXECUTOR_ID_RE.test(opts.executorId)) throw new Error(`invalid executor id ${JSON.stringify(opts.executorId)}`);
-  return issue(ca, `CN=${opts.executorId}`, opts.publicKey, opts.ttlSeconds, opts.now ?? new Date(), [
-    ...executorFixedExtensions(),
-    new x509.SubjectAlternativeNameExtension([{ type: "url", value: executorSpiffeId(opts.trustDomain, opts.executorId) }], false),
-  ]);
+  const v = validity(ca, opts.ttlSeconds, opts.now ?? new Date());
+  const notBefore = wholeSeconds(v.notBefore);
+  const notAfter = wholeSeconds(v.notAfter);
+  const issuer = issuerOf(ca);
+  const serialHex = randomSerialHex();
+  const key = opts.publicKey instanceof KeyObject ? opts.publicKey : KeyObject.from(opts.publicKey as webcrypto.CryptoKey);
+  const tbs = executorTbs(issuer, {
+    serial: Buffer.from(serialHex, "hex"), notBefore, notAfter, executorId: opts.executorId,
+    spiffeId: executorSpiffeId(opts.trustDomain, opts.executorId), spki: certificateSpki(key),
+  });
+  const der = signCertificate(issuer, tbs);
+  return { pem: toPem("CERTIFICATE", der), der: new Uint8Array(der), fingerprint: certThumbprint(der), serialHex, notBefore, notAfter };
 }
 
 /** Distinct SANs in order; entries that parse as an IPv4/IPv6 address are IP SANs, the rest DNS. */

@@ -308,7 +308,7 @@ export class ExecutorService {
 
   private async parseCsr(pem: string, who: AuditFields): Promise<ParsedCsr> {
     try {
-      return await parseAndVerifyCsr(pem);
+      return parseAndVerifyCsr(pem);
     } catch (e) {
       if (!(e instanceof CsrError)) throw e;
       this.audit.rejected("csr.rejected", { source: sourceOf(who), reason: e.message }, who);
