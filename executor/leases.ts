@@ -20,8 +20,9 @@
  * by (executor, epoch, lease) in its shared store, so the repeat changes nothing.
  */
 import { TetherError, ErrorCode } from "../shared/errors.ts";
-import { MAX_EXECUTOR_BODY_BYTES, paths } from "../shared/protocol.ts";
-import { MAX_LEASE_WAIT_S, MAX_LEASES_PER_POLL, type Lease, type LeasesResponse } from "../shared/wire/executor.ts";
+import { MAX_EXECUTOR_BODY_BYTES, MAX_LEASE_WAIT_S, MAX_LEASES_PER_POLL, paths } from "../shared/protocol.ts";
+// Types only: the wire schemas (TypeBox) are the controller's; the daemon never loads them.
+import type { Lease, LeasesResponse } from "../shared/wire/executor.ts";
 import { Backoff, DEFAULT_BACKOFF, type BackoffOptions, type Random } from "./backoff.ts";
 import { isAbortError, latch, raceAbort, sleep, Trigger } from "./timers.ts";
 import { isFailure, type TaskHandler, type TaskOutcome } from "./handlers/types.ts";

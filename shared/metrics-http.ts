@@ -29,11 +29,6 @@ export const METRICS_PATH = "/metrics";
 /** Scrapers keep one connection or two; more are refused rather than held. */
 const MAX_CONNECTIONS = 64;
 
-/** Whether `host` is a loopback address or name (anything else deserves a warning: /metrics has no authentication). */
-export function isLoopback(host: string): boolean {
-  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
-}
-
 export function serveMetrics(source: Exposition, at: ListenAddress, onError: (e: unknown) => void = () => {}): Promise<MetricsListener> {
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? "").split("?")[0];

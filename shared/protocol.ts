@@ -5,6 +5,9 @@ export const JWT_AUDIENCE = "tether-controller";
 export const MAX_EXECUTOR_BODY_BYTES = 64 * 1024;
 /** Previous certificate stays valid this long after a renewal. */
 export const CERT_GRACE_MS = 5 * 60_000;
+/** Most leases one `POST …/leases` may ask for (`max`), and the longest it may wait for one (`wait_s`). */
+export const MAX_LEASES_PER_POLL = 64;
+export const MAX_LEASE_WAIT_S = 30;
 
 export function controllerIssuer(trustDomain: string): string {
   return `spiffe://${trustDomain}/controller`;

@@ -4,6 +4,7 @@
  */
 import { Type, type Static } from "typebox";
 import { AnyObject, Bool, Empty, ExecutorId, IdParams, Int, Labels, NO_CONTROLS, Str, StringEnum, Time } from "./parts.ts";
+import { MAX_LEASE_WAIT_S, MAX_LEASES_PER_POLL } from "../protocol.ts";
 
 /** A CSR in PEM; the certs module checks what is inside. */
 const CsrPem = Type.String({ maxLength: 16384 });
@@ -106,8 +107,8 @@ export const HeartbeatResponse = Type.Object({
 });
 export type HeartbeatResponse = Static<typeof HeartbeatResponse>;
 
-export const MAX_LEASES_PER_POLL = 64;
-export const MAX_LEASE_WAIT_S = 30;
+// In shared/protocol.ts, which the daemon loads without TypeBox.
+export { MAX_LEASES_PER_POLL, MAX_LEASE_WAIT_S };
 
 export const LeasesRequest = Type.Object({
   max: Type.Integer({ minimum: 1, maximum: MAX_LEASES_PER_POLL }),
