@@ -7,6 +7,7 @@ import {
   cores, fmtErrors, log, mergeCounts, mergeSorted, percentile, pgCores, startJitterProbe, startWindow, sumErrors, type AllWorkers, type Window,
 } from "./harness.ts";
 import { options } from "./options.ts";
+import { logHistogram } from "./report-series.ts";
 
 const { N, RATE } = options;
 
@@ -39,6 +40,8 @@ export async function openLoop(d: { all: AllWorkers; pid: number; profDir: strin
     sent: lat.reduce((a, r) => a + r.sent, 0), ok: samples.length, errors: sumErrors(errors) + outstanding, wnd,
     p50: percentile(samples, 50), p99: percentile(samples, 99), p999: percentile(samples, 99.9), max: last(samples),
     lagP99: percentile(lags, 99), lagMax: last(lags), jitterP99: percentile(jitter, 99), jitterMax: last(jitter),
+    /** For the report's latency charts (bench/report-charts.ts). */
+    histogram: logHistogram(samples),
   };
   log(
     `${target} latency at ${RATE}/s offered over ${N} executors for ${seconds}s: ${out.ok}/${out.sent} ok, p50 ${out.p50.toFixed(2)} ms, ` +

@@ -28,6 +28,14 @@ const USAGE = `Usage: npm run bench -- [options]
   --jwt-ttl S           the controller's JWT lifetime (default: max(60, N × 0.024) with the rotation
                         phase, so the next key may sign when the phase starts; 7200 without it)
   --max-seconds S       hard limit for the whole run (default 3600)
+  --daemon-idle S       meanwhile, measure one real executor daemon idle against its own small controller
+                        for S seconds (bench/daemon-idle.ts): started with the run, waited for at its end
+                        → daemon_idle_rss_mb, daemon_idle_cpu_pct; 0 skips it (default: 600 in the full
+                        run — no --executors given — else 0: a smaller run would wait for it)
+  --daemon-idle-warmup S seconds between the daemon being ready and its window (default: bench/daemon-idle.ts's)
+  --report DIR          also write DIR/index.html (self-contained: inline SVG, no script, nothing fetched),
+                        each chart as DIR/<name>.svg, the JSON as DIR/bench.json and the charts' data as
+                        DIR/series.json (\`node --import tsx bench/report.ts DIR\` redraws from those)
   --cpu-prof DIR        run the controller with --cpu-prof, profiles written to DIR
   --controller-log FILE append the controller's stderr to FILE
   --stop-after connect  stop after connecting the fleet (for profiling that part; partial JSON)
@@ -41,7 +49,7 @@ const { values: opt } = parseArgs({
     store: { type: "string", default: "sqlite" },
     revocations: { type: "string", default: "50" },
     metrics: { type: "boolean", default: false },
-    executors: { type: "string", default: "10000" },
+    executors: { type: "string" }, // default 10000 (below: whether it was given decides --daemon-idle's default)
     duration: { type: "string", default: "10" },
     "latency-duration": { type: "string" },
     rate: { type: "string", default: "1000" },
@@ -55,6 +63,9 @@ const { values: opt } = parseArgs({
     "heartbeat-interval": { type: "string", default: "10" },
     "jwt-ttl": { type: "string" },
     "max-seconds": { type: "string", default: "3600" },
+    "daemon-idle": { type: "string" },
+    "daemon-idle-warmup": { type: "string" },
+    report: { type: "string" },
     "cpu-prof": { type: "string" },
     "controller-log": { type: "string" },
     "stop-after": { type: "string" },
@@ -78,10 +89,16 @@ function num(name: string, v: string | undefined, min: number, max: number): num
   return n;
 }
 
-const N = Math.floor(num("executors", opt.executors, 1, 18_000)); // one fd per executor in each process; ulimit is 20000 here
+const N = Math.floor(num("executors", opt.executors ?? "10000", 1, 18_000)); // one fd per executor in each process; ulimit is 20000 here
 const DURATION_S = num("duration", opt.duration, 0.5, 600);
 const RATE = num("rate", opt.rate, 1, 100_000);
 const ROTATION = !opt["no-rotation"];
+const MAX_S = num("max-seconds", opt["max-seconds"], 10, 24 * 3600);
+const DAEMON_IDLE_S = num("daemon-idle", opt["daemon-idle"] ?? (opt.executors === undefined ? "600" : "0"), 0, MAX_S - 5);
+if (opt.report !== undefined && (opt.report === "" || opt.report.startsWith("-"))) {
+  process.stderr.write(`bench: --report needs a directory, got "${opt.report}"\n`);
+  process.exit(2);
+}
 const STORE_URL = opt.store!;
 const STORE = storeKindOf(STORE_URL);
 if (!STORE) {
@@ -115,10 +132,37 @@ export const options = {
    * executor every ⅔ of it, N/(⅔·ttl) per second, ≤ 62/s) stay a small share of the load.
    */
   JWT_TTL_S: Math.floor(num("jwt-ttl", opt["jwt-ttl"] ?? String(ROTATION ? Math.max(60, Math.ceil(N * 0.024)) : 7200), 5, 86_400)),
-  MAX_S: num("max-seconds", opt["max-seconds"], 10, 24 * 3600),
+  MAX_S,
+  /** Seconds of the idle-daemon measurement run alongside (0: none). */
+  DAEMON_IDLE_S,
+  /** Its warm-up (undefined: the measurement's own default). */
+  DAEMON_IDLE_WARMUP_S: opt["daemon-idle-warmup"] === undefined ? undefined : num("daemon-idle-warmup", opt["daemon-idle-warmup"], 0, 3600),
+  /** Where the HTML/SVG report goes (bench/report.ts); none without --report. */
+  report: opt.report,
   cpuProf: opt["cpu-prof"],
   controllerLog: opt["controller-log"],
   stopAfter: opt["stop-after"],
   keep: opt.keep,
   json: opt.json,
+};
+
+/** The run's parameters after defaults, as the report's header lists them (the store by kind: its URL may hold a password). */
+export const parameters: Record<string, string | number | boolean> = {
+  executors: options.N,
+  store: options.STORE,
+  "duration (s)": options.DURATION_S,
+  "latency duration (s)": options.LATENCY_S,
+  "offered rate (/s)": options.RATE,
+  "registrations timed": options.REGS,
+  "concurrency at saturation": options.CONCURRENCY,
+  "registration concurrency": options.REG_CONCURRENCY,
+  "generator threads": options.W,
+  "rotation phase": options.ROTATION,
+  "heartbeat interval (s)": options.HEARTBEAT_INTERVAL_S,
+  "JWT lifetime (s)": options.JWT_TTL_S,
+  "restart timeout (s)": options.RESTART_TIMEOUT_S,
+  revocations: options.STORE === "postgres" ? options.REVOCATIONS : 0,
+  metrics: options.METRICS,
+  "daemon idle (s)": options.DAEMON_IDLE_S,
+  ...(options.DAEMON_IDLE_WARMUP_S !== undefined ? { "daemon idle warm-up (s)": options.DAEMON_IDLE_WARMUP_S } : {}),
 };

@@ -18,14 +18,17 @@ import type { HeartbeatResponse, RenewResponse } from "../shared/wire/executor.t
 import { buildRequest, errorCode } from "./http1.ts";
 import {
   adoptBundle, call, Codes, connection, counters, executors, failureCode, HOST_HEADER, init, keepalive, REQUEST_TIMEOUT_MS, setJwt,
-  signedRequest, sleep, type Executor,
+  signedRequest, sleep, hooks, type Executor,
 } from "./sim.ts";
+import { Timeline } from "./report-series.ts";
 
 interface Run {
   stopped: boolean;
   /** The bundle version that holds the new CA, and the new CA (set once it is prepared). */
   expect: { version: number; ca: X509Certificate } | null;
   failures: Codes;
+  /** Outcomes over time for the report: "ok:<request>" and "failed:<code>", when the answer (or failure) came. */
+  timeline: Timeline;
   sent: { heartbeats: number; bundles: number; certRenewals: number };
   jwtRenewals0: number;
   latencies: number[];
@@ -57,13 +60,18 @@ function pump(r: Run, ex: Executor): void {
   }
 }
 
+function fail(r: Run, code: string): void {
+  r.failures.add(code);
+  r.timeline.add(`failed:${code}`);
+}
+
 async function act(r: Run, ex: Executor, fn: (r: Run, ex: Executor) => Promise<void>): Promise<void> {
   ex.busy = true;
   r.outstanding++;
   try {
     await fn(r, ex);
   } catch (e) {
-    r.failures.add(failureCode(e));
+    fail(r, failureCode(e));
     ex.conn?.close();
   } finally {
     ex.busy = false;
@@ -80,11 +88,12 @@ async function heartbeat(r: Run, ex: Executor, scheduled: number): Promise<void>
   const DBG1 = now();
   if (process.env.BENCH_DEBUG && DBG1 - DBG0 > 80) console.error(`DBG w${init.index} ex${ex.idx} sent ${Math.round(DBG0)} service ${Math.round(DBG1 - DBG0)} ms open ${wasOpen} jwtDue ${jwtDue} queue ${ex.queue.length} sched-lag ${Math.round(DBG0 - scheduled)}`);
   if (res.status !== 200) {
-    r.failures.add(errorCode(res));
+    fail(r, errorCode(res));
     return;
   }
   const latency = now() - scheduled;
   r.latencies.push(latency);
+  r.timeline.add("ok:heartbeat");
   if (latency > 50 && r.slow.length < 5000) r.slow.push([Math.round(scheduled), Math.round(latency)]);
   const hb = JSON.parse(res.body) as HeartbeatResponse;
   st.reported = Math.max(st.reported, version);
@@ -104,10 +113,11 @@ async function fetchBundle(r: Run, ex: Executor): Promise<void> {
   const res = await conn.request(buildRequest("GET", paths.caBundle, HOST_HEADER, {}), REQUEST_TIMEOUT_MS);
   const version = Number(res.headers[BUNDLE_VERSION_HEADER]);
   if (res.status !== 200 || !Number.isSafeInteger(version) || !res.body.includes("BEGIN CERTIFICATE")) {
-    r.failures.add(res.status !== 200 ? errorCode(res) : "BAD_BUNDLE");
+    fail(r, res.status !== 200 ? errorCode(res) : "BAD_BUNDLE");
     return;
   }
   adoptBundle(ex, version, res.body);
+  r.timeline.add("ok:bundle");
 }
 
 /** Renew with a CSR for a fresh key; switch certificate, key, HMAC key and JWT together. */
@@ -124,15 +134,16 @@ async function renewCertificate(r: Run, ex: Executor): Promise<void> {
   const res = await conn.request(signedRequest(ex, paths.renew(ex.id), JSON.stringify({ csr_pem: next.csrPem })), REQUEST_TIMEOUT_MS);
   st.certRenewAt = Infinity;
   if (res.status !== 200) {
-    r.failures.add(errorCode(res));
+    fail(r, errorCode(res));
     st.certRenewAt = Date.now() + 1000; // the daemon retries, too
     return;
   }
   const renewed = JSON.parse(res.body) as RenewResponse;
   if (!renewed.certificate_pem || !renewed.hmac_key) {
-    r.failures.add("RENEW_WITHOUT_CERTIFICATE");
+    fail(r, "RENEW_WITHOUT_CERTIFICATE");
     return;
   }
+  r.timeline.add("ok:certificate renewal");
   ex.keyPem = next.keyPem;
   ex.nextKeyPem = ex.nextCsrPem = "";
   ex.certPem = renewed.certificate_pem;
@@ -154,8 +165,11 @@ export const rotationHandlers: Record<string, (args: any) => Promise<unknown>> =
     const r: Run = {
       stopped: false, expect: null, failures: new Codes(), sent: { heartbeats: 0, bundles: 0, certRenewals: 0 },
       jwtRenewals0: counters.jwtRenewals, latencies: [], slow: [], outstanding: 0, live, timer: null, sweep: null,
+      timeline: new Timeline(),
     };
     run = r;
+    // A failed JWT renewal is counted where it replaces the heartbeat; the successful ones here.
+    hooks.onJwtRenewal = (status) => status === 200 && r.timeline.add("ok:jwt renewal");
     for (const ex of live) {
       ex.queue.length = 0;
       ex.rot = { fetchBundle: false, certRenewAt: Infinity, reported: 0, movedAt: 0, confirmed: false };
@@ -224,9 +238,11 @@ export const rotationHandlers: Record<string, (args: any) => Promise<unknown>> =
     }
     run = null;
     keepalive.paused--;
+    hooks.onJwtRenewal = undefined;
     const latencies = Float64Array.from(r.latencies);
     return {
       ...r.sent, jwtRenewals: counters.jwtRenewals - r.jwtRenewals0, failures: r.failures.counts, unanswered, queued, latencies, slow: r.slow,
+      timeline: r.timeline.toJSON(),
     };
   },
 };

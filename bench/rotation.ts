@@ -19,6 +19,7 @@ import {
 } from "./harness.ts";
 import { options } from "./options.ts";
 import { adminToken, type BenchStore } from "./store.ts";
+import { mergeTimelines, type RunSeries, type TimelineData } from "./report-series.ts";
 
 interface Answer {
   status: number;
@@ -108,7 +109,7 @@ export interface RotationDeps {
   N: number;
 }
 
-export async function rotationPhase(d: RotationDeps): Promise<Record<string, number>> {
+export async function rotationPhase(d: RotationDeps): Promise<{ figures: Record<string, number>; series: NonNullable<RunSeries["rotation"]> }> {
   const admin = new Admin(d.ctl.port, adminToken(d.store), d.caPem);
   const status = async (): Promise<Status> => {
     const s = await d.all<Status>("rotationStatus");
@@ -200,11 +201,12 @@ export async function rotationPhase(d: RotationDeps): Promise<Record<string, num
     log(`  t+${rel(Date.now())}s ${moved.moved}/${moved.executors} executors hold a certificate from the new CA${moved.ok ? ` (the last ${((moved.lastMovedAt - tActivated) / 1000).toFixed(1)}s after the activation)` : ""}`);
     confirmed = await waitFor("a heartbeat of every executor on its new credentials", (s) => s.confirmed >= s.executors);
   }
+  const tConfirmed = confirmed.ok ? Date.now() : 0;
   const movedS = moved.ok ? (moved.lastMovedAt - tActivated) / 1000 : NaN;
 
   const res = await d.all<{
     heartbeats: number; bundles: number; certRenewals: number; jwtRenewals: number; failures: Record<string, number>;
-    unanswered: number; queued: number; latencies: Float64Array; slow: [number, number][];
+    unanswered: number; queued: number; latencies: Float64Array; slow: [number, number][]; timeline: TimelineData;
   }>("rotationStop", () => ({ drainMs: 20_000 }));
   const wnd = win();
   const failures = mergeCounts(res.map((r) => r.failures));
@@ -222,7 +224,20 @@ export async function rotationPhase(d: RotationDeps): Promise<Record<string, num
       pgCores(wnd.storeCpuS, wnd.wallS),
   );
   logStalls(res.flatMap((r) => r.slow), t0, { rotated: tRotate, activated: tActivated });
-  return {
+  const series: NonNullable<RunSeries["rotation"]> = {
+    startMs: t0,
+    outcomes: mergeTimelines(res.map((r) => r.timeline)),
+    steps: [
+      { label: "JWT key rotated", atMs: tJwt },
+      { label: "CA prepared", atMs: tRotate },
+      { label: "every executor has the new bundle", atMs: adopted.ok ? tAdopted : 0 },
+      { label: "CA activated", atMs: tActivated },
+      { label: "every executor on the new CA", atMs: moved.ok ? moved.lastMovedAt : 0 },
+      { label: "every executor heartbeated on it", atMs: tConfirmed },
+    ],
+    unanswered,
+  };
+  const figures = {
     rotation_failed_requests: failed,
     // NaN (null in the JSON) when the fleet did not move within --rotation-timeout.
     rotation_fleet_moved_s: round(movedS, 2),
@@ -245,4 +260,5 @@ export async function rotationPhase(d: RotationDeps): Promise<Record<string, num
     rotation_controller_cpu_us_per_request: round((wnd.ctlCpuS / Math.max(1, requests)) * 1e6, 0),
     ...(Number.isFinite(wnd.storeCpuS) ? { rotation_store_cpu_cores: cores(wnd.storeCpuS, wnd.wallS) } : {}),
   };
+  return { figures, series };
 }

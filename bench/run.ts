@@ -18,6 +18,10 @@
  *   7. with `--store postgres://…` only: revocation propagation across two replicas
  *      (bench/revocation.ts) → revocation_propagation_ms_p50/p99/max
  *
+ * Alongside all of them, one real executor daemon is measured idle (`--daemon-idle S`,
+ * bench/daemon-idle-phase.ts) → daemon_idle_rss_mb, daemon_idle_cpu_pct. With `--report DIR`
+ * the phases' time series become charts: an HTML page and SVG files (bench/report.ts).
+ *
  * `--store` (bench/store.ts) picks the controller's store: the embedded SQLite database
  * (default) or a database of the run's own on a PostgreSQL server; every phase runs the
  * same on both, and the JSON says which (`store`).
@@ -34,7 +38,7 @@ import {
   cores, fmtErrors, GenWorker, log, mergeCounts, pgCores, procStatusMb, round, runStarted,
   startController, startWindow, sumErrors, withProgress, withTicker, type AllWorkers, type Window,
 } from "./harness.ts";
-import { options } from "./options.ts";
+import { options, parameters } from "./options.ts";
 import { openLoop as openLoopPhase } from "./latency.ts";
 import { rotationPhase } from "./rotation.ts";
 import { benchMetrics } from "./metrics-scrape.ts";
@@ -42,6 +46,9 @@ import { restartStorm } from "./storm.ts";
 import { revocationPhase } from "./revocation.ts";
 import { openBenchStore, tetherCli, type BenchStore } from "./store.ts";
 import { redactStoreUrl } from "../controller/store/store-url.ts";
+import { startIdleDaemon } from "./daemon-idle-phase.ts";
+import { mergeTimelines, type RunSeries, type TimelineData } from "./report-series.ts";
+import { runMeta, writeReport } from "./report.ts";
 
 const { N, DURATION_S, RATE, LATENCY_S, REGS, CONCURRENCY, REG_CONCURRENCY, W, RESTART_TIMEOUT_S, MAX_S } = options;
 const hardDeadline = runStarted + MAX_S * 1000;
@@ -49,7 +56,28 @@ const hardDeadline = runStarted + MAX_S * 1000;
 // ---------------------------------------------------------------------------------------------
 // The run
 
+/** The phases, with the idle-daemon measurement alongside; then the report, when asked for. */
 async function main(): Promise<Record<string, number | string>> {
+  const idle = startIdleDaemon(options.DAEMON_IDLE_S, options.DAEMON_IDLE_WARMUP_S);
+  const series: RunSeries = {};
+  let result: Record<string, number | string>;
+  try {
+    result = await phases(series);
+  } catch (e) {
+    await idle.abandon();
+    throw e;
+  }
+  Object.assign(result, await idle.finish());
+  result.total_s = round((Date.now() - runStarted) / 1000, 1);
+  if (options.report) {
+    const files = writeReport(options.report, { result, series, meta: runMeta(runStarted, process.argv.slice(2), parameters) });
+    log(`report: ${files.length} files in ${options.report} (open ${files[0]})`);
+  }
+  return result;
+}
+
+/** Every phase against one controller; the time series for the report go into `series`. */
+async function phases(series: RunSeries): Promise<Record<string, number | string>> {
   const root = mkdtempSync(join(tmpdir(), "tether-bench-"));
   const dataDir = join(root, "data");
   const profDir = options.cpuProf;
@@ -124,9 +152,11 @@ async function main(): Promise<Record<string, number | string>> {
     const regConc = (i: number) => Math.max(1, share(REG_CONCURRENCY, i));
     const hs = { ok: 0, wall: 0, ctl: 0, gen: 0, errors: [] as Record<string, number>[] };
     const rg = { ok: 0, wall: 0, ctl: 0, gen: 0, errors: [] as Record<string, number>[] };
+    const completions: TimelineData[] = [];
+    const regStartMs = Date.now();
     for (let half = 0; half < 2; half++) {
       let win = startWindow(ctl.pid);
-      const h = await all<{ ok: number; errors: Record<string, number> }>("handshakes", (w, i) => ({
+      const h = await all<{ ok: number; errors: Record<string, number>; timeline: TimelineData }>("handshakes", (w, i) => ({
         count: half === 0 ? Math.floor(regPerWorker[i]! / 2) : regPerWorker[i]! - Math.floor(regPerWorker[i]! / 2),
         concurrency: regConc(i), deadline: deadline(300),
       }));
@@ -136,9 +166,10 @@ async function main(): Promise<Record<string, number | string>> {
       hs.ctl += wnd.ctlCpuS;
       hs.gen += wnd.genCpuS;
       hs.errors.push(...h.map((r) => r.errors));
+      completions.push(...h.map((r) => r.timeline));
 
       win = startWindow(ctl.pid);
-      const r = await all<{ ok: number; errors: Record<string, number> }>("register", (w, i) => {
+      const r = await all<{ ok: number; errors: Record<string, number>; timeline: TimelineData }>("register", (w, i) => {
         const from = half === 0 ? 0 : Math.floor(regPerWorker[i]! / 2);
         const to = half === 0 ? Math.floor(regPerWorker[i]! / 2) : regPerWorker[i]!;
         return { token, from, to, concurrency: regConc(i), deadline: deadline(600) };
@@ -149,6 +180,7 @@ async function main(): Promise<Record<string, number | string>> {
       rg.ctl += wnd.ctlCpuS;
       rg.gen += wnd.genCpuS;
       rg.errors.push(...r.map((x) => x.errors));
+      completions.push(...r.map((x) => x.timeline));
     }
     const handshakesPerS = hs.ok / hs.wall;
     const registrationsPerS = rg.ok / rg.wall;
@@ -166,10 +198,11 @@ async function main(): Promise<Record<string, number | string>> {
     let fleetWin = startWindow(ctl.pid);
     const rest = await withProgress(
       workers, "register", N - REGS,
-      all<{ ok: number; errors: Record<string, number> }>("register", (w, i) => ({
-        token, from: regPerWorker[i]!, to: w.init.count, concurrency: regConc(i), deadline: deadline(3000),
+      all<{ ok: number; errors: Record<string, number>; timeline: TimelineData }>("register", (w, i) => ({
+        token, from: regPerWorker[i]!, to: w.init.count, concurrency: regConc(i), deadline: deadline(3000), kind: "registration (rest)",
       })),
     );
+    series.registration = { startMs: regStartMs, completions: mergeTimelines([...completions, ...rest.map((r) => r.timeline)]) };
     const fleet = fleetWin();
     const registered = rg.ok + rest.reduce((a, r) => a + r.ok, 0);
     if (N > REGS) {
@@ -252,6 +285,7 @@ async function main(): Promise<Record<string, number | string>> {
     const openLoop = (target: "heartbeat" | "bare", seconds: number) => openLoopPhase({ all, pid: ctl!.pid, profDir }, target, seconds);
     const bareLat = await openLoop("bare", Math.min(LATENCY_S, 5));
     const hbLat = await openLoop("heartbeat", LATENCY_S);
+    series.latency = { heartbeat: hbLat.histogram, bare: bareLat.histogram };
 
     // ── 3. RSS with every executor connected ─────────────────────────────────────────────
     const status = await all<{ registered: number; open: number }>("status");
@@ -268,9 +302,11 @@ async function main(): Promise<Record<string, number | string>> {
       onRestarted: (next) => (ctl = next),
       deadline: (tTerm) => Math.min(hardDeadline, tTerm + RESTART_TIMEOUT_S * 1000),
     });
+    series.storm = storm.series;
 
     // ── 6. rotation under load: JWT key, CA rotate + activate, the fleet renews ──────────
-    const rotation = options.ROTATION ? await rotationPhase({ ctl, store, caPem, all, N }) : {};
+    const rotation = options.ROTATION ? await rotationPhase({ ctl, store, caPem, all, N }) : undefined;
+    if (rotation) series.rotation = rotation.series;
     const jwtRenewals = (await all<{ jwtRenewals: number }>("status")).reduce((a, s) => a + s.jwtRenewals, 0);
 
     // ── 7. revocation propagation across two replicas (a shared store only) ───────────────
@@ -350,11 +386,11 @@ async function main(): Promise<Record<string, number | string>> {
       handshake_controller_cpu_ms_each: round((hs.ctl / Math.max(1, hs.ok)) * 1000, 2),
       handshake_controller_cpu_cores: cores(hs.ctl, hs.wall),
       handshake_generator_cpu_cores: cores(hs.gen, hs.wall),
-      ...storm,
+      ...storm.figures,
       heartbeat_interval_s: options.HEARTBEAT_INTERVAL_S,
       jwt_ttl_s: options.JWT_TTL_S,
       jwt_renewals: jwtRenewals,
-      ...rotation,
+      ...rotation?.figures,
       ...revocation,
       controller_errors_logged: ctl.errorsLogged,
       total_s: round((Date.now() - runStarted) / 1000, 1),
@@ -372,15 +408,18 @@ async function main(): Promise<Record<string, number | string>> {
 }
 
 const TARGETS: [string, (r: Record<string, number>) => boolean, string][] = [
-  // Issue 12 sets 0.6 for PostgreSQL: every request also costs a database round trip.
-  ["heartbeat_ratio_vs_bare_tls", (r) => r.heartbeat_ratio_vs_bare_tls! >= ((r.store as unknown) === "postgres" ? 0.6 : 0.7), "≥ 0.7; ≥ 0.6 on PostgreSQL"],
-  ["heartbeat_p99_ms", (r) => r.heartbeat_p99_ms! <= 10, "≤ 10 (at 1,000/s, 10,000 executors)"],
+  // Issue 15: 0.8 on SQLite, 0.6 on PostgreSQL (every request also costs a database round trip).
+  ["heartbeat_ratio_vs_bare_tls", (r) => r.heartbeat_ratio_vs_bare_tls! >= ((r.store as unknown) === "postgres" ? 0.6 : 0.8), "≥ 0.8; ≥ 0.6 on PostgreSQL"],
+  ["heartbeat_cpu_ratio_vs_bare_tls", (r) => r.heartbeat_cpu_ratio_vs_bare_tls! >= ((r.store as unknown) === "postgres" ? 0.6 : 0.8), "≥ 0.8; ≥ 0.6 on PostgreSQL"],
+  ["heartbeat_p99_ms", (r) => r.heartbeat_p99_ms! <= 10 && r.heartbeat_p99_ms! <= 2 * r.bare_p99_ms!, "≤ 10 and ≤ 2 × bare_p99_ms (at 1,000/s, 10,000 executors)"],
   ["rss_mb", (r) => r.rss_mb! <= 1024, "≤ 1024 (at 10,000 executors)"],
   ["registration_ratio_vs_handshake", (r) => r.registration_ratio_vs_handshake! >= 0.5, "≥ 0.5"],
-  ["restart_recovery_s", (r) => r.restart_recovery_s! <= 30, "≤ 30"],
+  ["restart_recovery_s", (r) => r.restart_recovery_s! <= 15, "≤ 15 (at 10,000 executors)"],
   ["reenrollments", (r) => r.reenrollments === 0, "= 0"],
   ["rotation_failed_requests", (r) => r.rotation_failed_requests === 0, "= 0"],
   ["revocation_propagation_ms_p99", (r) => r.revocation_propagation_ms_p99! <= 1000, "≤ 1000 (PROTOCOL §8: within 1 s)"],
+  ["daemon_idle_rss_mb", (r) => r.daemon_idle_rss_mb! <= 80, "≤ 80 (one idle executor daemon)"],
+  ["daemon_idle_cpu_pct", (r) => r.daemon_idle_cpu_pct! <= 0.2, "≤ 0.2 (% of one core)"],
 ];
 
 main().then(

@@ -74,7 +74,7 @@ export const openConns = new Set<Conn>();
 /** Counted over the whole run (the rotation phase takes the difference). */
 export const counters = { jwtRenewals: 0 };
 /** Set by the restart storm: an executor's connection closed. */
-export const hooks: { onClosed?: (ex: Executor) => void } = {};
+export const hooks: { onClosed?: (ex: Executor) => void; onJwtRenewal?: (status: number) => void } = {};
 
 const bundles = new Map<number, Bundle>();
 /** The one shared object for a bundle version. */
@@ -196,6 +196,7 @@ export async function connection(ex: Executor): Promise<{ conn: Conn; reconnecte
 async function renewJwt(ex: Executor, conn: Conn): Promise<Res> {
   const res = await conn.request(signedRequest(ex, paths.renew(ex.id), "{}"), REQUEST_TIMEOUT_MS);
   counters.jwtRenewals++;
+  hooks.onJwtRenewal?.(res.status);
   if (res.status === 200) {
     const r = JSON.parse(res.body) as RenewResponse;
     setJwt(ex, r.jwt, r.jwt_expires_at);

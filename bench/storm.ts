@@ -6,6 +6,7 @@
  */
 import type { ControllerProcess } from "../tools/controller-process.ts";
 import { fmtErrors, genCpuS, log, mergeCounts, procCpuS, round, sleep, withTicker, type AllWorkers } from "./harness.ts";
+import { mergeTimelines, type RunSeries, type TimelineData } from "./report-series.ts";
 
 export interface StormDeps {
   ctl: ControllerProcess;
@@ -18,7 +19,7 @@ export interface StormDeps {
   deadline(tTerm: number): number;
 }
 
-export async function restartStorm(d: StormDeps): Promise<Record<string, number>> {
+export async function restartStorm(d: StormDeps): Promise<{ figures: Record<string, number>; series: NonNullable<RunSeries["storm"]> }> {
   await d.all("stormArm");
   const stormGen0 = genCpuS();
   const oldCpu = procCpuS(d.ctl.pid);
@@ -38,7 +39,8 @@ export async function restartStorm(d: StormDeps): Promise<Record<string, number>
   d.onRestarted(ctl);
   const tListening = Date.now();
   log(`controller pid ${ctl.pid} listening again ${((tListening - tTerm) / 1000).toFixed(2)}s after SIGTERM; waiting for every executor to heartbeat`);
-  const storm = await withTicker("storm", d.all<{ armed: number; ok: number; dead: number; unrecovered: number; lastOk: number; attempts: number; errors: Record<string, number> }>(
+  const storm = await withTicker("storm", d.all<{ armed: number; ok: number; dead: number; unrecovered: number; lastOk: number; attempts: number; errors: Record<string, number>;
+    recoveredAt: number[]; failures: TimelineData }>(
     "stormWait", () => ({ deadline: d.deadline(tTerm) }),
   ));
   const stormCtlCpu = procCpuS(ctl.pid);
@@ -55,7 +57,15 @@ export async function restartStorm(d: StormDeps): Promise<Record<string, number>
       `(${((lastOk - tListening) / 1000).toFixed(2)}s after the new process listened); re-enrollments needed ${reenrollments}, unrecovered ${unrecovered}; ` +
       `new controller ${stormCtlCpu.toFixed(1)} s CPU (incl. start-up), old controller ${oldCpu.toFixed(1)} s total; generator ${stormGenCpu.toFixed(1)} s CPU${fmtErrors(mergeCounts(storm.map((r) => r.errors)))}`,
   );
-  return {
+  const series: NonNullable<RunSeries["storm"]> = {
+    termMs: tTerm,
+    armed,
+    exitS: (tExit - tTerm) / 1000,
+    listeningS: (tListening - tTerm) / 1000,
+    recoveredS: storm.flatMap((r) => r.recoveredAt.map((t) => (t - tTerm) / 1000)).sort((a, b) => a - b),
+    failures: mergeTimelines(storm.map((r) => r.failures)),
+  };
+  const figures = {
     restart_recovery_s: round(recoveryS, 2),
     restart_down_s: round((tListening - tTerm) / 1000, 2),
     restart_stop_s: round((tExit - tTerm) / 1000, 2),
@@ -64,4 +74,5 @@ export async function restartStorm(d: StormDeps): Promise<Record<string, number>
     restart_controller_cpu_s: round(stormCtlCpu, 2),
     restart_generator_cpu_s: round(stormGenCpu, 2),
   };
+  return { figures, series };
 }

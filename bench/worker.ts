@@ -18,6 +18,7 @@ import {
   initialBundle, keepalive, measuring, pool, progress, REQUEST_TIMEOUT_MS, setJwt, sleep, stopBackground, TERMINAL, track, type Executor,
 } from "./sim.ts";
 import { rotationHandlers } from "./rotation-worker.ts";
+import { Timeline } from "./report-series.ts";
 
 hooks.onClosed = (ex) => {
   if (ex.storm?.state === "waiting") scheduleRecovery(ex);
@@ -55,6 +56,8 @@ const handlers: Record<string, (args: any) => Promise<unknown>> = {
   /** Full TLS handshakes without a client certificate, nothing else; the connection is then closed. */
   async handshakes(args: { count: number; concurrency: number; deadline: number }) {
     const codes = new Codes();
+    /** Completions over time, for the report (bench/report-series.ts). */
+    const timeline = new Timeline();
     let ok = 0;
     const once = () =>
       new Promise<void>((resolve) => {
@@ -66,7 +69,10 @@ const handlers: Record<string, (args: any) => Promise<unknown>> = {
           finished = true;
           clearTimeout(timer);
           if (code) codes.add(code);
-          else ok++;
+          else {
+            ok++;
+            timeline.add("handshake");
+          }
           socket.destroy();
           resolve();
         };
@@ -81,12 +87,14 @@ const handlers: Record<string, (args: any) => Promise<unknown>> = {
         });
       });
     await pool(Array.from({ length: args.count }), args.concurrency, args.deadline, once);
-    return { ok, errors: codes.counts };
+    return { ok, errors: codes.counts, timeline: timeline.toJSON() };
   },
 
   /** Registers executors [from, to) of this shard through the real /register path, each on a new TLS connection. */
-  async register(args: { token: string; from: number; to: number; concurrency: number; deadline: number }) {
+  async register(args: { token: string; from: number; to: number; concurrency: number; deadline: number; kind?: string }) {
     const codes = new Codes();
+    /** Completions over time, for the report: `kind` tells the timed registrations from the rest. */
+    const timeline = new Timeline();
     let ok = 0;
     const slice = executors.slice(args.from, args.to);
     await pool(slice, args.concurrency, args.deadline, async (ex) => {
@@ -110,6 +118,7 @@ const handlers: Record<string, (args: any) => Promise<unknown>> = {
             // Like the daemon: from now on it trusts the bundle the registration answered with.
             ex.bundle = bundleOf(reg.trust_bundle_version ?? 1, reg.ca_bundle_pem);
             ok++;
+            timeline.add(args.kind ?? "registration");
             return;
           }
         } catch (e) {
@@ -120,7 +129,7 @@ const handlers: Record<string, (args: any) => Promise<unknown>> = {
         await sleep(backoffDelay(attempt));
       }
     }, (n) => n % 200 === 0 && progress("register", n));
-    return { ok, errors: codes.counts };
+    return { ok, errors: codes.counts, timeline: timeline.toJSON() };
   },
 
   /** Opens every registered executor's keep-alive mTLS connection and sends its first heartbeat. */
@@ -168,6 +177,7 @@ const handlers: Record<string, (args: any) => Promise<unknown>> = {
    */
   async stormArm() {
     keepalive.on = false;
+    stormFailures = new Timeline();
     for (const ex of executors) {
       if (!ex.id) continue;
       ex.storm = { state: "waiting", attempt: 0, recoveredAt: 0, timer: null };
@@ -179,6 +189,8 @@ const handlers: Record<string, (args: any) => Promise<unknown>> = {
   /** Restart storm, part 2: waits until every executor recovered (or the deadline). */
   async stormWait(args: { deadline: number }) {
     const armed = executors.filter((e) => e.storm);
+    /** Epoch ms of each recovered executor's first successful heartbeat, for the report. */
+    const recoveredAt: number[] = [];
     while (Date.now() < args.deadline && armed.some((e) => e.storm!.state === "waiting")) await sleep(50);
     let lastOk = 0;
     let ok = 0;
@@ -191,10 +203,12 @@ const handlers: Record<string, (args: any) => Promise<unknown>> = {
       if (s.state === "ok") {
         ok++;
         lastOk = Math.max(lastOk, s.recoveredAt);
+        recoveredAt.push(s.recoveredAt);
       } else if (s.state === "dead") dead++;
       e.storm = null;
     }
-    return { armed: armed.length, ok, dead, unrecovered: armed.length - ok - dead, lastOk, attempts, errors: stormCodes.counts };
+    return { armed: armed.length, ok, dead, unrecovered: armed.length - ok - dead, lastOk, attempts, errors: stormCodes.counts,
+      recoveredAt, failures: stormFailures.toJSON() };
   },
 
   async status() {
@@ -346,6 +360,8 @@ async function openloop(args: { target: "heartbeat" | "bare"; rate: number; star
 }
 
 const stormCodes = new Codes();
+/** The storm's failed attempts over time, by code (for the report). */
+let stormFailures = new Timeline();
 
 function scheduleRecovery(ex: Executor): void {
   const s = ex.storm!;
@@ -371,12 +387,14 @@ async function recoverOnce(ex: Executor): Promise<void> {
     }
     const code = errorCode(res);
     stormCodes.add(code);
+    stormFailures.add(code);
     if (TERMINAL.has(code)) {
       s.state = "dead";
       return;
     }
   } catch (e) {
     stormCodes.add(failureCode(e));
+    stormFailures.add(failureCode(e));
   }
   if (ex.storm !== s) return;
   // The close handler reschedules when the connection goes away; otherwise do it here.
