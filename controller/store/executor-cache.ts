@@ -1,6 +1,7 @@
 /**
- * Keeps decrypted HMAC keys and executors' auth state in memory in front of any Store: the guard chain asks for both on every executor request, and
- * reading (plus decrypting) each time costs more than the rest of the check. Changes
+ * Keeps decrypted HMAC keys and executors' auth state in memory in front of any Store:
+ * the guard chain asks for both on every executor request, and reading (plus
+ * decrypting) each time costs more than the rest of the check. Changes
  * made through this process pass through here and evict; another replica's arrive on
  * the change feed and evict; while the feed is not live the cache steps aside and every
  * request reads the store (ARCHITECTURE: caches never weaken a guarantee).
@@ -9,6 +10,9 @@
  * listening connection answers probes; on SQLite the feed is `PRAGMA data_version`,
  * asked before every answer from memory, and another process's commit (the CLI revoking
  * on --data-dir) drops everything — so a revocation counts at the next request either way.
+ *
+ * In a running controller it also defers plain last-seen refreshes
+ * (last-seen-coalescer.ts); its own reads of executors flush them first.
  */
 import { LocalChangeFeed, type ChangeFeed } from "./changes.ts";
 import type {
