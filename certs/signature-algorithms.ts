@@ -43,6 +43,13 @@ export function csrSignatureAlgorithmOfId(der: Uint8Array): SignatureAlgorithm |
   return CSR_ALGORITHMS.find((a) => a.id.length === der.length && a.id.equals(der));
 }
 
+/**
+ * The signature algorithm of a certificate presented to the controller: the same list
+ * (a client certificate is only ever one the controller's CAs issued; the list is what
+ * OpenSSL would verify for these key types).
+ */
+export const signatureAlgorithmOfId = csrSignatureAlgorithmOfId;
+
 /** What a key of this type signs certificates with (as certs/keys.ts `signingParams` says for WebCrypto). */
 export function signatureAlgorithmFor(alg: KeyAlgorithmName): SignatureAlgorithm {
   return alg === "Ed25519" ? ED25519 : alg === "P-384" ? ECDSA_SHA384 : ECDSA_SHA256;
