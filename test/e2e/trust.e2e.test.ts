@@ -16,7 +16,9 @@ let ctl: Controller;
 const hasOpenssl = spawnSync("openssl", ["version"]).status === 0;
 
 beforeAll(async () => {
-  ctl = await startController({ heartbeat: "1s", jwtTtl: "10s", certTtl: "10m" });
+  // A stopped daemon stays "live" (pending) for 6 heartbeat intervals: 18 s covers the CLI
+  // calls the activation test makes meanwhile (each starts a process: seconds on a busy machine).
+  ctl = await startController({ heartbeat: "3s", jwtTtl: "10s", certTtl: "10m" });
 }, 30_000);
 afterAll(async () => {
   await killAll();
