@@ -13,6 +13,9 @@ import { loadOrCreateServerCert, serverCertNeedsRenewal, type ServerCredentials 
 import type { ControllerConfig } from "./config.ts";
 import { openControllerContext, type ControllerContext } from "./context.ts";
 import { buildServer, tlsContextOptions, type TlsMaterial } from "./http/server.ts";
+import { LISTEN_BACKLOG } from "./http/network-bounds.ts";
+import { serveTicketKeys } from "./http/tls-tickets.ts";
+import { storeSealer, TlsTicketKeys } from "./domain/trust/tls-ticket-keys.ts";
 import type { Bootstrap } from "./domain/trust/bootstrap.ts";
 import { caCheckIntervalMs } from "./domain/trust/schedule.ts";
 import { ErrorCode, TetherError } from "../shared/errors.ts";
@@ -30,6 +33,8 @@ export interface RunningController {
   /** The active CA's fingerprint at start. */
   caFingerprint: string;
   caBootstrap: Bootstrap;
+  /** The TLS session-ticket keys this listener encrypts and resumes with (shared through the store). */
+  tlsTickets: TlsTicketKeys;
   /** Checks the server certificate now and swaps it in without a restart when due. */
   renewServerCertIfDue(): Promise<boolean>;
   serverCredentials(): ServerCredentials;
@@ -61,6 +66,8 @@ export async function startController(config: ControllerConfig): Promise<Running
   };
   const ctx = await openControllerContext(config, { create: true, actor: "controller", storeBackground, metrics });
   let creds: ServerCredentials;
+  let tickets!: TlsTicketKeys;
+  let ticketServing!: ReturnType<typeof serveTicketKeys>;
   /** The CA that issued `creds`. */
   let serverCaId = "";
   const timers: NodeJS.Timeout[] = [];
@@ -86,8 +93,11 @@ export async function startController(config: ControllerConfig): Promise<Running
   };
   try {
     await loadServerCert();
+    tickets = await TlsTicketKeys.open(ctx.store, storeSealer(config), { onWarning: (m) => process.stderr.write(`${m}\n`) });
     app = buildServer(ctx, tls(), { logLevel: config.logLevel });
-    await app.listen({ host: config.host, port: config.port });
+    const log = app.log;
+    ticketServing = serveTicketKeys(app.server as unknown as HttpsServer, tickets, (err) => log.error({ err }, "TLS ticket key callback failed"));
+    await app.listen({ host: config.host, port: config.port, backlog: LISTEN_BACKLOG });
     if (metrics && config.metricsListen) metricsListener = await metrics.serve(ctx, config.metricsListen, app.log);
   } catch (e) {
     await app?.close().catch(() => undefined);
@@ -148,8 +158,15 @@ export async function startController(config: ControllerConfig): Promise<Running
   duty("ca-schedule", caCheckIntervalMs(config.caTtlSeconds * 1000), () => ctx.cas.tick());
   // The --jwt-key-ttl schedule and removals of retired keys.
   duty("jwt-schedule", config.trustPollMs, () => ctx.jwtKeys.tick());
+  // TLS ticket keys: rotated by the replica running the trust schedules, read by every replica.
+  duty("jwt-schedule", 60_000, async () => {
+    if (await tickets.rotateIfDue()) ctx.audit.event("tls_ticket_key.rotated", { keys: tickets.size });
+    ticketServing.refresh();
+  });
+  every(60_000, () => tickets.refresh().then(() => ticketServing.refresh()));
   duty("reclaim", config.heartbeatIntervalSeconds * 1000, () => ctx.tasks.reclaim());
   const unsubscribe = [
+    tickets.follow(ctx.changes, (err) => app.log.error({ err }, "reading the TLS ticket keys failed")),
     ctx.changes.subscribe((c) => {
       if (c.kind === "trust") refreshTrust().catch((err) => app.log.error({ err }, "trust refresh after a change failed"));
       else if (c.kind === "tasks") ctx.tasks.wake();
@@ -172,6 +189,7 @@ export async function startController(config: ControllerConfig): Promise<Running
     app,
     caFingerprint: ctx.cas.active().ca.fingerprintSha256,
     caBootstrap: ctx.caBootstrap,
+    tlsTickets: tickets,
     renewServerCertIfDue,
     serverCredentials: () => creds,
     async close() {

@@ -22,6 +22,10 @@ export interface NetworkBounds {
   requestTimeoutMs: number;
   /** Body limit of POST /v1/executors/register; the other executor routes keep 64 KiB (PROTOCOL §1). */
   registerBodyLimitBytes: number;
+  /** Connections in their TLS handshake at once (opening-gate.ts); later ones wait their turn. 0: no gate. */
+  maxConnectionsOpening: number;
+  /** The longest a new connection waits for its turn; one that waited longer is closed before TLS. */
+  openingQueueMs: number;
 }
 
 /**
@@ -42,6 +46,10 @@ export const DEFAULT_NETWORK_BOUNDS: NetworkBounds = {
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 15_000,
   registerBodyLimitBytes: REGISTER_BODY_LIMIT_BYTES,
+  // Enough to keep the event loop busy between clients' round trips; few enough that each opens in milliseconds.
+  maxConnectionsOpening: 64,
+  // Under the daemon's 30 s for a TLS handshake (executor/client.ts CONNECT_TIMEOUTS), with room for the handshake itself.
+  openingQueueMs: 20_000,
 };
 
 /** Options for `https.createServer` (TLS and HTTP); `requestTimeout` is fastify's own option. */
@@ -100,3 +108,13 @@ export function limitConnections(server: Server, b: NetworkBounds, log: FastifyB
     });
   });
 }
+
+/**
+ * The listen backlog asked for: connections the kernel completes and holds until the
+ * controller accepts them. Node's default (511) overflows when thousands of executors
+ * reconnect at once (after a controller restart): the kernel then drops their SYNs and
+ * they wait out TCP's retransmission timer (1 s, 3 s, 7 s…) towards their connect timeout
+ * while the controller may be idle. Linux caps it at net.core.somaxconn (4096 by
+ * default) without complaint, so a host that raises that gets the larger queue.
+ */
+export const LISTEN_BACKLOG = 65_535;

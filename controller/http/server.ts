@@ -31,6 +31,9 @@ import { answerClientError, answerConnect, answerFrameworkError, answerUnknownEx
 import { INVALID_JSON_MESSAGE, parseJsonBody } from "./json-body.ts";
 import { registerMetricsHooks } from "./metrics-hooks.ts";
 import { checkNetworkBounds, limitConnections, serverTimeouts } from "./network-bounds.ts";
+import { TLS_SESSION_ID_CONTEXT } from "./tls-tickets.ts";
+import { gateOpenings } from "./opening-gate.ts";
+import { TLS_SESSION_TIMEOUT_S } from "../domain/trust/tls-ticket-keys.ts";
 
 export interface TlsMaterial {
   key: string;
@@ -57,6 +60,12 @@ export function tlsContextOptions(tls: TlsMaterial) {
     ciphers: TLS12_CIPHERS, honorCipherOrder: true,
     // A client-initiated renegotiation is refused (Node would allow 3 per 10 minutes).
     secureOptions: cryptoConstants.SSL_OP_NO_RENEGOTIATION,
+    // Session resumption (tls-tickets.ts): one context on every replica and across restarts
+    // (a new secure context would otherwise fall back to a hash of the command line), and
+    // tickets that outlive Node's 5-minute default — a resumed connection's client
+    // certificate is checked as on a full handshake (guards/mtls.ts).
+    sessionIdContext: TLS_SESSION_ID_CONTEXT,
+    sessionTimeout: TLS_SESSION_TIMEOUT_S,
   };
 }
 
@@ -101,6 +110,8 @@ export function buildServer(ctx: ControllerContext, tls: TlsMaterial, opts: { lo
     return503OnClosing: false,
   });
   const server = app.server as unknown as HttpsServer;
+  // First: new connections are opened a bounded number at a time, in arrival order, before anything else sees them.
+  const gate = gateOpenings(server, bounds, app.log);
   limitConnections(server, bounds, app.log);
   server.on("checkExpectation", answerUnknownExpectation);
   server.on("connect", answerConnect);
@@ -119,6 +130,7 @@ export function buildServer(ctx: ControllerContext, tls: TlsMaterial, opts: { lo
   let closing = false;
   app.addHook("preClose", async () => {
     closing = true;
+    gate?.close(); // queued connections are never opened; the server's close waits for every socket
   });
   app.addHook("onRequest", async () => {
     if (closing) throw new TetherError(503, ErrorCode.UNAVAILABLE, "the controller is shutting down", { headers: { "retry-after": "1", connection: "close" } });
