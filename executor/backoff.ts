@@ -45,6 +45,45 @@ export function fullJitterDelay(attempt: number, opts: BackoffOptions = DEFAULT_
   return Math.floor(clampUnit(random()) * step);
 }
 
+/**
+ * Reconnecting while nothing listens (`ECONNREFUSED`: a controller restarting). A refused
+ * connection costs the controller nothing — the kernel answers it — so for the first
+ * `windowMs` after the connection was lost the retries stay short and flat, uniform in
+ * [minMs, maxMs), instead of growing: the executor is back within about a second of the
+ * new process listening, instead of sleeping through seconds of an idle controller
+ * (after a restart the fleet's recovery is bounded by its last executor's return as much
+ * as by the controller's work; docs/performance.md, the restart storm). The controller
+ * opens the wave in turn (controller/http/opening-gate.ts). A controller that stays down
+ * longer is backed off from as usual.
+ */
+export interface RefusedRetryOptions {
+  minMs: number;
+  maxMs: number;
+  /** How long after the connection was lost the flat retries last. */
+  windowMs: number;
+}
+
+export const DEFAULT_REFUSED_RETRY: RefusedRetryOptions = { minMs: 500, maxMs: 1_500, windowMs: 30_000 };
+
+/**
+ * The delay before retry number `attempt` after a failure: the flat refused-connection
+ * retry above while it applies (`refused`, lost for less than its window), otherwise
+ * `backoffDelay(attempt)`. The daemon (executor/daemon/reaction-runner.ts) and the
+ * benchmark's restart storm (bench/worker.ts) both reconnect with this.
+ */
+export function reconnectDelay(
+  attempt: number,
+  failure: { refused: boolean; lostForMs: number },
+  opts: BackoffOptions = DEFAULT_BACKOFF,
+  random: Random = Math.random,
+  refusedOpts: RefusedRetryOptions = DEFAULT_REFUSED_RETRY,
+): number {
+  if (failure.refused && failure.lostForMs >= 0 && failure.lostForMs < refusedOpts.windowMs) {
+    return Math.floor(refusedOpts.minMs + clampUnit(random()) * (refusedOpts.maxMs - refusedOpts.minMs));
+  }
+  return backoffDelay(attempt, opts, random);
+}
+
 /** A retry counter: `next()` gives the delay for the next attempt; `reset()` after a success. */
 export class Backoff {
   private attempt = 0;
@@ -55,6 +94,11 @@ export class Backoff {
 
   next(): number {
     return backoffDelay(this.attempt++, this.opts, this.random);
+  }
+
+  /** The next attempt's delay after a failed (re)connection (see `reconnectDelay`); counts as an attempt like `next()`. */
+  nextReconnect(failure: { refused: boolean; lostForMs: number }): number {
+    return reconnectDelay(this.attempt++, failure, this.opts, this.random);
   }
 
   /** The next attempt's delay with full jitter (see `fullJitterDelay`); counts as an attempt like `next()`. */

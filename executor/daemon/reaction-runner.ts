@@ -135,7 +135,9 @@ export class ReactionRunner {
         const moved = failure !== undefined && endpoints.current !== failedUrl;
         const fresh = moved && !endpoints.isFailing(endpoints.current);
         const retryLater = async (code: string, message: string, retryAfter?: string, level: "warn" | "error" = "warn") => {
-          const d = fresh ? backoff.nextFull() : retryAfter !== undefined && !moved ? retryAfterDelay(retryAfter, backoff.next()) : backoff.next();
+          // Nothing listening (a controller restarting) is retried at a short flat pace for a while (backoff.ts reconnectDelay).
+          const refused = { refused: r.code === "ECONNREFUSED", lostForMs: this.d.now() - (this.failingSince ?? this.d.now()) };
+          const d = fresh ? backoff.nextFull() : retryAfter !== undefined && !moved ? retryAfterDelay(retryAfter, backoff.next()) : backoff.nextReconnect(refused);
           this.failingSince ??= this.d.now();
           o.onRetry?.(e);
           const at = endpoints.several ? { controller: endpoints.current } : {};

@@ -12,6 +12,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { DB_FILE } from "../../controller/store/sqlite/sqlite-store.ts";
+import { DEFAULT_BACKOFF, DEFAULT_REFUSED_RETRY as REFUSED } from "../../executor/backoff.ts";
 import { canMountTmpfs, mountTmpfs } from "../support/full-disk.ts";
 import { executorCall, HEARTBEAT, newKeyAndCsr, register, WireClient, type Enrolled } from "../support/wire.ts";
 import { createToken, killAll, listExecutors, showExecutor, sleep, start, startController, startExecutor, tempDir, type Controller, type Proc } from "./harness.ts";
@@ -117,8 +118,8 @@ describe("chaos (e2e)", () => {
     await ctl.stop();
   }, 90_000);
 
-  it(`a controller outage (${LONG ? 60 : 20} s): daemons back off toward the cap and all return within one cap interval`, async () => {
-    const CAP_MS = 30_000; // executor/backoff.ts DEFAULT_BACKOFF.capMs
+  it(`a controller outage (${LONG ? 60 : 20} s): daemons retry refused connections every 0.5–1.5 s for ${REFUSED.windowMs / 1000} s, then back off toward the cap; all return promptly`, async () => {
+    const CAP_MS = DEFAULT_BACKOFF.capMs;
     const outageMs = LONG ? 60_000 : 20_000;
     const ctl = await startController({ heartbeat: "1s" });
     const token = createToken(ctl.dataDir, ["--uses", "3"]);
@@ -129,18 +130,24 @@ describe("chaos (e2e)", () => {
     const back = Date.now();
     ctl.proc = start(ctl.args);
     await ctl.proc.waitFor(/listening on/, "the controller to return", 20_000);
+    const listening = Date.now() - back;
     await Promise.all(daemons.map((d) => d.waitForEvent("contact.restored", CAP_MS + 10_000)));
     const returned = Date.now() - back;
+    const flat = (ms: number) => ms >= REFUSED.minMs && ms < REFUSED.maxMs;
     for (const d of daemons) {
       const delays = d.logs().filter((l) => l.event === "retrying" && l.what === "heartbeat").map((l) => l.delay_ms as number);
-      // Exponential with jitter: the delays grow (each step's floor is the previous step's), never above the cap.
-      expect(delays.length).toBeGreaterThanOrEqual(4);
+      // Nothing listens (ECONNREFUSED): short flat retries while the outage is young — many of them, none longer.
+      expect(delays.length).toBeGreaterThanOrEqual(Math.min(outageMs, REFUSED.windowMs) / REFUSED.maxMs - 2);
+      expect(delays.slice(0, 8).every(flat), JSON.stringify(delays)).toBe(true);
       expect(Math.max(...delays)).toBeLessThanOrEqual(CAP_MS);
-      expect(delays.at(-1)!).toBeGreaterThan(delays[0]! * 4);
+      // Past the window, the usual exponential backoff: the delays grow beyond the flat range.
+      if (outageMs > REFUSED.windowMs + 5_000) expect(delays.at(-1)!).toBeGreaterThan(REFUSED.maxMs * 2);
+      else expect(delays.every(flat), JSON.stringify(delays)).toBe(true);
       expect(d.count("enrolled")).toBe(1);
     }
-    expect(returned).toBeLessThan(CAP_MS + 5_000);
-    console.info(`[chaos] outage ${outageMs / 1000} s: all ${daemons.length} daemons back ${(returned / 1000).toFixed(1)} s after the controller`);
+    // Back within a flat retry of the controller listening (a long outage: within one cap interval).
+    expect(returned).toBeLessThan(outageMs > REFUSED.windowMs ? CAP_MS + 5_000 : listening + REFUSED.maxMs + 3_000);
+    console.info(`[chaos] outage ${outageMs / 1000} s: all ${daemons.length} daemons back ${(returned / 1000).toFixed(1)} s after the controller was started (listening after ${(listening / 1000).toFixed(1)} s)`);
     await Promise.all(daemons.map((d) => d.kill("SIGTERM")));
     await ctl.stop();
   }, (LONG ? 60 : 20) * 1000 + 120_000);

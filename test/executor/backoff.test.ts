@@ -1,6 +1,6 @@
 /** Backoff and jitter arithmetic: every bound pinned with a controlled random source. */
 import { describe, expect, it } from "vitest";
-import { Backoff, backoffDelay, DEFAULT_BACKOFF, heartbeatDelay, jitter, retryAfterDelay } from "../../executor/backoff.ts";
+import { Backoff, backoffDelay, DEFAULT_BACKOFF, heartbeatDelay, jitter, reconnectDelay, retryAfterDelay } from "../../executor/backoff.ts";
 
 const fixed = (r: number) => () => r;
 const opts = { baseMs: 500, capMs: 30_000, factor: 2 };
@@ -91,5 +91,39 @@ describe("retryAfterDelay", () => {
     expect(retryAfterDelay(undefined, 1234)).toBe(1234);
     expect(retryAfterDelay("Wed, 21 Oct 2015 07:28:00 GMT", 1234)).toBe(1234);
     expect(retryAfterDelay("-1", 1234)).toBe(1234);
+  });
+});
+
+describe("reconnectDelay (nothing listening: flat and short for a while, then the usual backoff)", () => {
+  const refused = (lostForMs: number) => ({ refused: true, lostForMs });
+  it("retries a refused connection in [0.5 s, 1.5 s) for the first 30 s after the loss, whatever the attempt", () => {
+    for (const attempt of [0, 3, 10, 40]) {
+      expect(reconnectDelay(attempt, refused(0), opts, fixed(0))).toBe(500);
+      expect(reconnectDelay(attempt, refused(29_999), opts, fixed(0.999999))).toBe(1499);
+    }
+    for (const r of [1, 1.5, -1, NaN]) {
+      const d = reconnectDelay(2, refused(1_000), opts, fixed(r));
+      expect(d).toBeGreaterThanOrEqual(500);
+      expect(d).toBeLessThan(1500);
+    }
+  });
+
+  it("spreads those retries (jitter is real)", () => {
+    const seen = new Set(Array.from({ length: 200 }, () => reconnectDelay(1, refused(100), opts)));
+    expect(seen.size).toBeGreaterThan(100);
+  });
+
+  it("backs off as usual once the window is over, and for anything but a refusal (reset, timeout, TLS failure)", () => {
+    expect(reconnectDelay(5, refused(30_000), opts, fixed(0))).toBe(backoffDelay(5, opts, fixed(0)));
+    expect(reconnectDelay(5, { refused: false, lostForMs: 0 }, opts, fixed(0))).toBe(8_000);
+    expect(reconnectDelay(0, { refused: false, lostForMs: 0 }, opts, fixed(0))).toBe(250);
+    // A clock that went backwards is not a reason to hammer.
+    expect(reconnectDelay(5, refused(-1), opts, fixed(0))).toBe(8_000);
+  });
+
+  it("counts as an attempt on the Backoff counter", () => {
+    const b = new Backoff(opts, fixed(0));
+    expect([b.nextReconnect(refused(0)), b.nextReconnect(refused(0)), b.attempts]).toEqual([500, 500, 2]);
+    expect(b.nextReconnect({ refused: false, lostForMs: 0 })).toBe(1000); // attempt 2: step 2 s, equal jitter from 1 s
   });
 });
