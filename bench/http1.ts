@@ -5,6 +5,7 @@
  * client per simulated executor (10,000 of them) would make the generator, not the
  * controller, the bottleneck; it is not a general-purpose client.
  */
+import { connect as netConnect } from "node:net";
 import { connect, type SecureContext, type TLSSocket } from "node:tls";
 
 export interface Res {
@@ -36,35 +37,57 @@ export interface ConnectOptions {
   host?: string;
   servername?: string;
   secureContext: SecureContext;
+  /** The TCP connection must be made this soon… */
   timeoutMs: number;
+  /** …and the whole TLS handshake this soon (default: timeoutMs), as the daemon's client (executor/client.ts CONNECT_TIMEOUTS). */
+  handshakeTimeoutMs?: number;
+  /** A TLS session from an earlier connection to resume (as the daemon's client does, executor/client.ts). */
+  session?: Buffer;
+  /** Each session (TLS 1.3 ticket) the server sends on this connection. */
+  onSession?: (session: Buffer) => void;
 }
 
-/** Opens a TLS connection; resolves once the handshake is done. */
+/**
+ * Opens a TLS connection; resolves once the handshake is done. The TCP connection comes
+ * first and TLS is set up on it only once it is made: a refused or timed-out connect —
+ * thousands a second while a restarted controller is down — then costs the generator a
+ * bare socket, not a TLS socket with its session parsed (which saturated the generator's
+ * threads in the 10,000-executor restart storm; a real daemon makes one attempt at a time).
+ */
 export function openConnection(opts: ConnectOptions): Promise<Conn> {
   return new Promise((resolve, reject) => {
     let settled = false;
-    const socket = connect({
-      host: opts.host ?? "127.0.0.1",
-      port: opts.port,
-      servername: opts.servername ?? "localhost",
-      secureContext: opts.secureContext,
-    });
-    const timer = setTimeout(() => fail(new TransportError(`TLS connect timed out after ${opts.timeoutMs} ms`, "CONNECT_TIMEOUT")), opts.timeoutMs);
+    let socket: TLSSocket | undefined;
+    const tcp = netConnect({ host: opts.host ?? "127.0.0.1", port: opts.port });
+    const handshakeMs = Math.max(opts.timeoutMs, opts.handshakeTimeoutMs ?? opts.timeoutMs);
+    const timer = setTimeout(() => fail(new TransportError(`TLS handshake not done after ${handshakeMs} ms`, "HANDSHAKE_TIMEOUT")), handshakeMs);
+    const tcpTimer = setTimeout(() => fail(new TransportError(`TCP connect timed out after ${opts.timeoutMs} ms`, "CONNECT_TIMEOUT")), opts.timeoutMs);
     const fail = (e: Error) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      socket.destroy();
+      clearTimeout(tcpTimer);
+      socket?.destroy();
+      tcp.destroy();
       reject(e instanceof TransportError ? e : new TransportError(e.message, (e as NodeJS.ErrnoException).code ?? "CONNECT_ERROR"));
     };
-    socket.once("error", fail);
-    socket.once("close", () => fail(new TransportError("connection closed during the handshake", "CLOSED")));
-    socket.once("secureConnect", () => {
+    tcp.once("error", fail);
+    tcp.once("connect", () => {
+      clearTimeout(tcpTimer);
       if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      socket.removeListener("error", fail);
-      resolve(new Conn(socket));
+      tcp.removeListener("error", fail);
+      const tls = connect({ socket: tcp, servername: opts.servername ?? "localhost", secureContext: opts.secureContext, session: opts.session });
+      socket = tls;
+      if (opts.onSession) tls.on("session", opts.onSession);
+      tls.once("error", fail);
+      tls.once("close", () => fail(new TransportError("connection closed during the handshake", "CLOSED")));
+      tls.once("secureConnect", () => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        tls.removeListener("error", fail);
+        resolve(new Conn(tls));
+      });
     });
   });
 }

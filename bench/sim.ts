@@ -13,12 +13,14 @@ import { newNonce } from "../shared/random.ts";
 import { paths, renewAt } from "../shared/protocol.ts";
 import type { RenewResponse } from "../shared/wire/executor.ts";
 import { buildRequest, errorCode, openConnection, TransportError, type Conn, type Res } from "./http1.ts";
+import { CONNECT_TIMEOUTS, REQUEST_TIMEOUT_MS as DAEMON_REQUEST_TIMEOUT_MS } from "../executor/client.ts";
 import type { WorkerInit } from "./protocol.ts";
 
 export const init = workerData as WorkerInit;
 export const HOST_HEADER = `127.0.0.1:${init.port}`;
 export const CONNECT_TIMEOUT_MS = 10_000;
-export const REQUEST_TIMEOUT_MS = 10_000;
+/** The daemon's patience for an answer (executor/client.ts): a busy controller answers late, not never. */
+export const REQUEST_TIMEOUT_MS = DAEMON_REQUEST_TIMEOUT_MS;
 export const BARE_PATH = "/v1/bench/bare";
 /** Answers after which an executor could only recover by enrolling again. */
 export const TERMINAL = new Set(["CERT_REQUIRED", "CERT_REVOKED", "IDENTITY_MISMATCH", "TOKEN_INVALID", "EPOCH_MISMATCH", "SIGNATURE_INVALID"]);
@@ -72,7 +74,8 @@ export interface Executor {
 export const executors: Executor[] = [];
 export const openConns = new Set<Conn>();
 /** Counted over the whole run (the rotation phase takes the difference). */
-export const counters = { jwtRenewals: 0 };
+/** tlsResumed / tlsFull: new connections that resumed a TLS session, and full handshakes. */
+export const counters = { jwtRenewals: 0, tlsResumed: 0, tlsFull: 0 };
 /** Set by the restart storm: an executor's connection closed. */
 export const hooks: { onClosed?: (ex: Executor) => void; onJwtRenewal?: (status: number) => void } = {};
 
@@ -178,9 +181,31 @@ export function adoptBundle(ex: Executor, version: number, pem: string): boolean
   return true;
 }
 
+/**
+ * Each executor's latest TLS session (ticket) and the certificate and key it was made with:
+ * the next connection resumes it while they are unchanged, as the daemon's client does
+ * (executor/client.ts, TlsSessions) — across a controller restart too.
+ */
+const tlsSessions = new WeakMap<Executor, { certPem: string; keyPem: string; session: Buffer }>();
+
 export async function connectExecutor(ex: Executor): Promise<Conn> {
   ex.ctx ??= createSecureContext({ key: ex.keyPem, cert: ex.certPem, ca: ex.bundle.pem });
-  const conn = track(await openConnection({ port: init.port, secureContext: ex.ctx, timeoutMs: CONNECT_TIMEOUT_MS }), ex);
+  const { certPem, keyPem } = ex;
+  const held = tlsSessions.get(ex);
+  const session = held && held.certPem === certPem && held.keyPem === keyPem ? held.session : undefined;
+  const onSession = (s: Buffer) => tlsSessions.set(ex, { certPem, keyPem, session: s });
+  let conn: Conn;
+  try {
+    // The daemon's patience: 10 s for TCP, 30 s for the handshake (a busy controller opens connections in turn).
+    const timeouts = { timeoutMs: CONNECT_TIMEOUTS.tcpMs, handshakeTimeoutMs: CONNECT_TIMEOUTS.tlsMs };
+    conn = track(await openConnection({ port: init.port, secureContext: ex.ctx, ...timeouts, session, onSession }), ex);
+  } catch (e) {
+    // A TLS failure may be the session's (not a refused or timed-out connect): the next attempt starts afresh.
+    if (session && /^ERR_(SSL|TLS)_/.test(failureCode(e))) tlsSessions.delete(ex);
+    throw e;
+  }
+  if (conn.socket.isSessionReused()) counters.tlsResumed++;
+  else counters.tlsFull++;
   ex.conn = conn;
   ex.lastUsed = performance.now();
   return conn;

@@ -40,7 +40,7 @@ export async function restartStorm(d: StormDeps): Promise<{ figures: Record<stri
   const tListening = Date.now();
   log(`controller pid ${ctl.pid} listening again ${((tListening - tTerm) / 1000).toFixed(2)}s after SIGTERM; waiting for every executor to heartbeat`);
   const storm = await withTicker("storm", d.all<{ armed: number; ok: number; dead: number; unrecovered: number; lastOk: number; attempts: number; errors: Record<string, number>;
-    recoveredAt: number[]; failures: TimelineData }>(
+    tlsResumed: number; tlsFull: number; loopDelayMaxMs: number; recoveredAt: number[]; failures: TimelineData }>(
     "stormWait", () => ({ deadline: d.deadline(tTerm) }),
   ));
   const stormCtlCpu = procCpuS(ctl.pid);
@@ -51,11 +51,15 @@ export async function restartStorm(d: StormDeps): Promise<{ figures: Record<stri
   const reenrollments = storm.reduce((a, r) => a + r.dead, 0);
   const unrecovered = storm.reduce((a, r) => a + r.unrecovered, 0);
   const lastOk = Math.max(...storm.map((r) => r.lastOk));
+  const tlsResumed = storm.reduce((a, r) => a + r.tlsResumed, 0);
+  const tlsFull = storm.reduce((a, r) => a + r.tlsFull, 0);
   const recoveryS = recovered === armed ? (lastOk - tTerm) / 1000 : (tDone - tTerm) / 1000;
   log(
     `restart storm: ${recovered}/${armed} executors heartbeating again ${recoveryS.toFixed(2)}s after SIGTERM ` +
       `(${((lastOk - tListening) / 1000).toFixed(2)}s after the new process listened); re-enrollments needed ${reenrollments}, unrecovered ${unrecovered}; ` +
-      `new controller ${stormCtlCpu.toFixed(1)} s CPU (incl. start-up), old controller ${oldCpu.toFixed(1)} s total; generator ${stormGenCpu.toFixed(1)} s CPU${fmtErrors(mergeCounts(storm.map((r) => r.errors)))}`,
+      `new controller ${stormCtlCpu.toFixed(1)} s CPU (incl. start-up), old controller ${oldCpu.toFixed(1)} s total; generator ${stormGenCpu.toFixed(1)} s CPU; ` +
+      `connections made ${tlsResumed + tlsFull}, ${tlsResumed} of them resumed a TLS session; ` +
+      `generator event-loop delay max ${Math.max(...storm.map((r) => r.loopDelayMaxMs)).toFixed(0)} ms${fmtErrors(mergeCounts(storm.map((r) => r.errors)))}`,
   );
   const series: NonNullable<RunSeries["storm"]> = {
     termMs: tTerm,
@@ -73,6 +77,8 @@ export async function restartStorm(d: StormDeps): Promise<{ figures: Record<stri
     restart_unrecovered: unrecovered,
     restart_controller_cpu_s: round(stormCtlCpu, 2),
     restart_generator_cpu_s: round(stormGenCpu, 2),
+    restart_tls_resumed: tlsResumed,
+    restart_tls_full: tlsFull,
   };
   return { figures, series };
 }

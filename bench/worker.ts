@@ -11,7 +11,7 @@ import { connect } from "node:tls";
 import { paths } from "../shared/protocol.ts";
 import type { RegisterResponse } from "../shared/wire/executor.ts";
 import { newKeyAndCsr } from "../executor/csr.ts";
-import { backoffDelay, DEFAULT_BACKOFF } from "../executor/backoff.ts";
+import { backoffDelay, DEFAULT_BACKOFF, reconnectDelay, retryAfterDelay } from "../executor/backoff.ts";
 import { buildRequest, errorCode, openConnection, type Conn } from "./http1.ts";
 import {
   anonCtx, BARE_PATH, bundleOf, call, Codes, connected, CONNECT_TIMEOUT_MS, counters, executors, failureCode, HOST_HEADER, hooks, init,
@@ -178,6 +178,9 @@ const handlers: Record<string, (args: any) => Promise<unknown>> = {
   async stormArm() {
     keepalive.on = false;
     stormFailures = new Timeline();
+    counters.tlsResumed = counters.tlsFull = 0;
+    stormLoopDelay.reset();
+    stormLoopDelay.enable();
     for (const ex of executors) {
       if (!ex.id) continue;
       ex.storm = { state: "waiting", attempt: 0, recoveredAt: 0, timer: null };
@@ -192,6 +195,7 @@ const handlers: Record<string, (args: any) => Promise<unknown>> = {
     /** Epoch ms of each recovered executor's first successful heartbeat, for the report. */
     const recoveredAt: number[] = [];
     while (Date.now() < args.deadline && armed.some((e) => e.storm!.state === "waiting")) await sleep(50);
+    stormLoopDelay.disable();
     let lastOk = 0;
     let ok = 0;
     let dead = 0;
@@ -208,7 +212,7 @@ const handlers: Record<string, (args: any) => Promise<unknown>> = {
       e.storm = null;
     }
     return { armed: armed.length, ok, dead, unrecovered: armed.length - ok - dead, lastOk, attempts, errors: stormCodes.counts,
-      recoveredAt, failures: stormFailures.toJSON() };
+      tlsResumed: counters.tlsResumed, tlsFull: counters.tlsFull, loopDelayMaxMs: stormLoopDelay.max / 1e6, recoveredAt, failures: stormFailures.toJSON() };
   },
 
   async status() {
@@ -360,13 +364,27 @@ async function openloop(args: { target: "heartbeat" | "bare"; rate: number; star
 }
 
 const stormCodes = new Codes();
+/** How late this generator thread ran its work during the storm (a saturated generator delays reconnections). */
+const stormLoopDelay = monitorEventLoopDelay({ resolution: 10 });
 /** The storm's failed attempts over time, by code (for the report). */
 let stormFailures = new Timeline();
 
+/** Each storming executor's failures since its connection was lost: when the first one was, and what the latest one was. */
+const stormFailuresOf = new WeakMap<Executor, { since: number; refused: boolean; retryAfter?: string }>();
+
+function noteStormFailure(ex: Executor, f: { refused: boolean; retryAfter?: string }): void {
+  stormFailuresOf.set(ex, { since: stormFailuresOf.get(ex)?.since ?? Date.now(), ...f });
+}
+
+/** The daemon's reaction (executor/daemon/reaction-runner.ts): a Retry-After when answered with one, else reconnectDelay. */
 function scheduleRecovery(ex: Executor): void {
   const s = ex.storm!;
   if (s.state !== "waiting" || s.timer) return;
-  const delay = backoffDelay(s.attempt++, DEFAULT_BACKOFF);
+  const f = stormFailuresOf.get(ex);
+  const attempt = s.attempt++;
+  const delay = f?.retryAfter !== undefined
+    ? retryAfterDelay(f.retryAfter, backoffDelay(attempt, DEFAULT_BACKOFF))
+    : reconnectDelay(attempt, { refused: f?.refused ?? false, lostForMs: f ? Date.now() - f.since : 0 }, DEFAULT_BACKOFF);
   s.timer = setTimeout(() => {
     s.timer = null;
     void recoverOnce(ex);
@@ -383,6 +401,7 @@ async function recoverOnce(ex: Executor): Promise<void> {
     if (res.status === 200) {
       s.state = "ok";
       s.recoveredAt = Date.now();
+      stormFailuresOf.delete(ex);
       return;
     }
     const code = errorCode(res);
@@ -392,13 +411,16 @@ async function recoverOnce(ex: Executor): Promise<void> {
       s.state = "dead";
       return;
     }
+    noteStormFailure(ex, { refused: false, retryAfter: res.headers["retry-after"] });
   } catch (e) {
     stormCodes.add(failureCode(e));
     stormFailures.add(failureCode(e));
+    noteStormFailure(ex, { refused: failureCode(e) === "ECONNREFUSED" });
   }
   if (ex.storm !== s) return;
-  // The close handler reschedules when the connection goes away; otherwise do it here.
-  if (ex.conn && ex.conn.isOpen) ex.conn.close();
+  // The close handler reschedules when the connection goes away; otherwise do it here. An answer
+  // with Retry-After keeps the connection, as the daemon's keep-alive agent does.
+  if (ex.conn && ex.conn.isOpen && stormFailuresOf.get(ex)?.retryAfter === undefined) ex.conn.close();
   else scheduleRecovery(ex);
 }
 
