@@ -53,7 +53,7 @@ export function fullJitterDelay(attempt: number, opts: BackoffOptions = DEFAULT_
  * new process listening, instead of sleeping through seconds of an idle controller
  * (after a restart the fleet's recovery is bounded by its last executor's return as much
  * as by the controller's work; docs/performance.md, the restart storm). The controller
- * opens the wave in turn (controller/http/opening-gate.ts). A controller that stays down
+ * serves the wave as fast as its CPU allows. A controller that stays down
  * longer is backed off from as usual.
  */
 export interface RefusedRetryOptions {

@@ -46,8 +46,12 @@ export const DEFAULT_NETWORK_BOUNDS: NetworkBounds = {
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 15_000,
   registerBodyLimitBytes: REGISTER_BODY_LIMIT_BYTES,
-  // Enough to keep the event loop busy between clients' round trips; few enough that each opens in milliseconds.
-  maxConnectionsOpening: 64,
+  // Off: in the 10,000-executor benchmark the gate (at 64) did not shorten the restart storm
+  // (48 s against 51 s without it, the same hour), and its rotation phase had 11,160 failed
+  // requests (connections queued past 20 s) where the same phase without it had none — a
+  // slot leak since fixed (opening-gate.ts release) but not yet measured again at that
+  // scale. 64 is the value it was measured with.
+  maxConnectionsOpening: 0,
   // Under the daemon's 30 s for a TLS handshake (executor/client.ts CONNECT_TIMEOUTS), with room for the handshake itself.
   openingQueueMs: 20_000,
 };

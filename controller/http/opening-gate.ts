@@ -87,9 +87,17 @@ export class OpeningGate {
     this.queued++;
   }
 
-  /** The connection's TLS handshake is done or failed: its slot is free. */
+  /**
+   * The connection's TLS handshake is done or failed: its slot is free. A socket already
+   * closed has no address any more (Node reads it from the handle): its slot is freed by
+   * its OPENING_SLOT_MS timer, which kept the key.
+   */
   release(conn: { remoteAddress?: string; remotePort?: number }): void {
-    const key = connectionKey(conn);
+    if (conn.remoteAddress === undefined) return;
+    this.releaseKey(connectionKey(conn));
+  }
+
+  private releaseKey(key: string): void {
     const timer = this.opening.get(key);
     if (!timer) return;
     clearTimeout(timer);
@@ -110,14 +118,15 @@ export class OpeningGate {
 
   private start(socket: Socket): void {
     const key = connectionKey(socket);
-    const timer = setTimeout(() => this.release(socket), OPENING_SLOT_MS);
+    // By the key, not the socket: a closed socket no longer knows its peer's address.
+    const timer = setTimeout(() => this.releaseKey(key), OPENING_SLOT_MS);
     timer.unref();
     this.opening.set(key, timer);
     try {
       this.open(socket);
     } catch {
       socket.destroy();
-      this.release(socket);
+      this.releaseKey(key);
     }
   }
 

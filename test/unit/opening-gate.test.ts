@@ -81,6 +81,25 @@ describe("the opening gate", () => {
     }
   });
 
+  it("a socket that closed before its handshake ended (no address any more) still frees its slot by its timer", async () => {
+    const { vi } = await import("vitest");
+    vi.useFakeTimers();
+    try {
+      const g = setup(1);
+      const gone = g.arrive();
+      const waiting = g.arrive();
+      // Node reads a socket's peer address from its handle: once closed, it is undefined.
+      Object.assign(gone, { remoteAddress: undefined, remotePort: undefined });
+      g.gate.release(gone);
+      expect(g.opened).not.toContain(waiting);
+      vi.advanceTimersByTime(OPENING_SLOT_MS);
+      expect(g.opened).toContain(waiting);
+      expect(g.gate.stats.opening).toBe(1);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it("takes the waiting sources in turn: one source's many connections cannot hold up another's", () => {
     const g = setup(1);
     const from = (address: string) => Object.assign(fakeSocket(), { remoteAddress: address });
