@@ -39,7 +39,7 @@ export interface ConnectOptions {
   secureContext: SecureContext;
   /** The TCP connection must be made this soon… */
   timeoutMs: number;
-  /** …and the whole TLS handshake this soon (default: timeoutMs), as the daemon's client (executor/client.ts CONNECT_TIMEOUTS). */
+  /** …and the whole TLS handshake this soon (default: timeoutMs), as the daemon's client (executor/tls-sessions.ts CONNECT_TIMEOUTS). */
   handshakeTimeoutMs?: number;
   /** A TLS session from an earlier connection to resume (as the daemon's client does, executor/client.ts). */
   session?: Buffer;

@@ -13,7 +13,8 @@ import { newNonce } from "../shared/random.ts";
 import { paths, renewAt } from "../shared/protocol.ts";
 import type { RenewResponse } from "../shared/wire/executor.ts";
 import { buildRequest, errorCode, openConnection, TransportError, type Conn, type Res } from "./http1.ts";
-import { CONNECT_TIMEOUTS, REQUEST_TIMEOUT_MS as DAEMON_REQUEST_TIMEOUT_MS } from "../executor/client.ts";
+import { REQUEST_TIMEOUT_MS as DAEMON_REQUEST_TIMEOUT_MS } from "../executor/client.ts";
+import { CONNECT_TIMEOUTS, staleSessionFailure } from "../executor/tls-sessions.ts";
 import type { WorkerInit } from "./protocol.ts";
 
 export const init = workerData as WorkerInit;
@@ -184,7 +185,7 @@ export function adoptBundle(ex: Executor, version: number, pem: string): boolean
 /**
  * Each executor's latest TLS session (ticket) and the certificate and key it was made with:
  * the next connection resumes it while they are unchanged, as the daemon's client does
- * (executor/client.ts, TlsSessions) — across a controller restart too.
+ * (executor/tls-sessions.ts, TlsSessions) — across a controller restart too.
  */
 const tlsSessions = new WeakMap<Executor, { certPem: string; keyPem: string; session: Buffer }>();
 
@@ -201,7 +202,7 @@ export async function connectExecutor(ex: Executor): Promise<Conn> {
     conn = track(await openConnection({ port: init.port, secureContext: ex.ctx, ...timeouts, session, onSession }), ex);
   } catch (e) {
     // A TLS failure may be the session's (not a refused or timed-out connect): the next attempt starts afresh.
-    if (session && /^ERR_(SSL|TLS)_/.test(failureCode(e))) tlsSessions.delete(ex);
+    if (session && staleSessionFailure(e)) tlsSessions.delete(ex);
     throw e;
   }
   if (conn.socket.isSessionReused()) counters.tlsResumed++;

@@ -52,7 +52,7 @@ export const DEFAULT_NETWORK_BOUNDS: NetworkBounds = {
   // slot leak since fixed (opening-gate.ts release) but not yet measured again at that
   // scale. 64 is the value it was measured with.
   maxConnectionsOpening: 0,
-  // Under the daemon's 30 s for a TLS handshake (executor/client.ts CONNECT_TIMEOUTS), with room for the handshake itself.
+  // Under the daemon's 30 s for a TLS handshake (executor/tls-sessions.ts CONNECT_TIMEOUTS), with room for the handshake itself.
   openingQueueMs: 20_000,
 };
 
