@@ -23,17 +23,6 @@ export type ClientCertResult = { ok: true; identity: ClientCertIdentity } | { ok
 
 const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 const sanPatterns = new Map<string, RegExp>();
-/** `X509Certificate.publicKey` makes a new KeyObject on every access; keep one per CA. */
-const caKeys = new WeakMap<X509Certificate, KeyObject>();
-
-function caKey(ca: X509Certificate): KeyObject {
-  let k = caKeys.get(ca);
-  if (!k) {
-    k = ca.publicKey;
-    caKeys.set(ca, k);
-  }
-  return k;
-}
 
 function sanPattern(trustDomain: string): RegExp {
   let re = sanPatterns.get(trustDomain);
@@ -163,7 +152,7 @@ function onlyUri(value: Uint8Array | undefined): string | undefined {
   return Buffer.from(contentOf(value, names[0]!)).toString("latin1");
 }
 
-/** A CA's subject Name DER and key, read once per CA object. */
+/** A CA's subject Name DER and key, read once per CA object (`X509Certificate.publicKey` makes a new KeyObject on every access). */
 const caIssuerOf = new WeakMap<X509Certificate, { subject: Uint8Array; key: KeyObject; kind: string | undefined }>();
 
 function caIssuer(ca: X509Certificate): { subject: Uint8Array; key: KeyObject; kind: string | undefined } {
@@ -172,7 +161,7 @@ function caIssuer(ca: X509Certificate): { subject: Uint8Array; key: KeyObject; k
     const raw = ca.raw;
     const tbs = childrenOf(raw, readSingle(raw))[0]!;
     const subject = elementOf(raw, childrenOf(raw, tbs)[5]!);
-    const key = caKey(ca);
+    const key = ca.publicKey;
     c = { subject, key, kind: key.asymmetricKeyType };
     caIssuerOf.set(ca, c);
   }
